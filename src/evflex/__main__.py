@@ -1,0 +1,3 @@
+from evflex.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""Create the FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+import evflex
+from evflex.api.deps import Services
+from evflex.api.routes import commands, fleet, stations
+
+
+def create_api(services: Services, metrics: Callable[[], bytes] | None = None) -> FastAPI:
+    api = FastAPI(
+        title="evflex", version=evflex.__version__,
+        description="OCPP 1.6J + 2.0.1 central system for grid balancing. "
+                    "Authenticate with `Authorization: Bearer <token>` "
+                    "(`evflex token create --role admin`).",
+    )
+    api.state.services = services
+    api.include_router(stations.router)
+    api.include_router(fleet.router)
+    api.include_router(commands.router)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # 422 with the offending fields, never a 500
+        return JSONResponse(status_code=422, content={"detail": _errors(exc)})
+
+    @api.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if metrics is not None:
+        @api.get("/metrics", tags=["ops"], include_in_schema=False)
+        async def metrics_endpoint() -> Response:
+            return Response(metrics(), media_type="text/plain; version=0.0.4")
+
+    return api
+
+
+def _errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]

@@ -1,0 +1,188 @@
+"""Composition root: the one place that wires every layer together.
+
+Settings → store → fleet state → station registry → OCPP gateway → REST API, all on
+one event loop. Events flow one way: gateway → hub → (fleet state, recorder, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+from prometheus_client import generate_latest
+
+from evflex.api.app import create_api
+from evflex.api.deps import Services
+from evflex.config import Settings
+from evflex.fleet.events import Event, EventSink
+from evflex.fleet.model import EvseStatus, Transaction
+from evflex.fleet.state import FleetState
+from evflex.metrics import EvflexCollector, build_registry
+from evflex.ocpp.gateway import Gateway
+from evflex.registry import StationRegistry
+from evflex.store import db
+from evflex.store.repository import Repository
+from evflex.store.writer import EventRecorder
+
+log = logging.getLogger(__name__)
+
+
+class EventHub:
+    """Fans each event out to every subscriber, in subscription order.
+
+    Fleet state subscribes first so that later subscribers (storage, grid services)
+    see the state the event produced.
+    """
+
+    def __init__(self) -> None:
+        self._sinks: list[EventSink] = []
+
+    def subscribe(self, sink: EventSink) -> None:
+        self._sinks.append(sink)
+
+    def __call__(self, event: Event) -> None:
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:
+                # one faulty consumer must not take the station's session down
+                log.exception("event consumer %r failed on %s", sink, type(event).__name__)
+
+
+@dataclass
+class Ports:
+    ocpp: int
+    http: int
+
+
+class App:
+    """The evflex server. `async with App(settings) as app:` runs it until the block ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = db.create_engine(settings.db)
+        self.repository = Repository(self.engine)
+        self.fleet = FleetState()
+        self.hub = EventHub()
+        self.recorder = EventRecorder(self.engine, flush_interval_s=settings.flush_interval_s)
+        self.registry = StationRegistry(self.repository, self.fleet)
+        self.gateway = Gateway(
+            self.registry, self.hub,
+            allow_unknown_stations=settings.allow_unknown_stations,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            call_timeout_s=settings.call_timeout_s,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self.hub.subscribe(self.fleet.apply)
+        self.hub.subscribe(self.recorder)
+        self.metrics_registry = build_registry(
+            EvflexCollector(self.gateway, self.fleet, self.recorder))
+        self.api = create_api(
+            Services(self.fleet, self.gateway, self.registry, self.repository),
+            metrics=self.metrics_text,
+        )
+        self.ports = Ports(0, 0)
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.metrics_registry)
+
+    async def start(self) -> Ports:
+        s = self.settings
+        await asyncio.to_thread(db.upgrade, s.db)
+        known = await self.registry.load()
+        await self._restore_fleet()
+        await self.recorder.start()
+        if s.allow_unknown_stations:
+            log.warning("!!! --allow-unknown-stations is ON: any station that connects is "
+                        "registered. Never use this in production. !!!")
+        ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
+        http_port = await self._start_http(s.host, s.http_port)
+        self.ports = Ports(ocpp_port, http_port)
+        log.info("evflex started: %d stations known, OCPP ws://%s:%d/ocpp/{id}, "
+                 "API http://%s:%d/docs", known, s.host, ocpp_port, s.host, http_port)
+        return self.ports
+
+    async def stop(self) -> None:
+        await self.gateway.stop()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                await self._http_task
+        await self.registry.drain()
+        await self.recorder.stop()
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _start_http(self, host: str, port: int) -> int:
+        config = uvicorn.Config(self.api, host=host, port=port, log_config=None,
+                                access_log=False, lifespan="off", loop="none")
+        self._http = uvicorn.Server(config)
+        # uvicorn installs its own signal handlers in serve(); we own the process signals.
+        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        servers = self._http.servers
+        return int(servers[0].sockets[0].getsockname()[1]) if servers else port
+
+    async def _restore_fleet(self) -> None:
+        """Reload what is durable so a restart keeps station and session state."""
+        for record in await self.repository.load_stations():
+            station = self.fleet.station(record.station_id)
+            station.vendor, station.model = record.vendor, record.model
+            station.firmware, station.serial = record.firmware, record.serial
+            station.booted_at, station.last_seen = record.booted_at, record.last_seen
+        for evse_rec in await self.repository.load_evses():
+            evse = self.fleet.station(evse_rec.station_id).evse(evse_rec.evse_id)
+            evse.status = _status(evse_rec.status)
+            evse.status_at, evse.energy_wh, evse.soc_pct = (
+                evse_rec.status_at, evse_rec.energy_wh, evse_rec.soc_pct)
+        for tx in await self.repository.open_transactions():
+            evse = self.fleet.station(tx.station_id).evse(tx.evse_id)
+            evse.transaction = Transaction(
+                tx.transaction_id, tx.evse_id, tx.started_at, tx.id_token, tx.meter_start_wh,
+                last_seq_no=tx.last_seq_no)
+        # Power is live data: after a restart it is unknown until stations report again.
+        self.fleet.seed_transaction_ids(await self.repository.max_numeric_transaction_id())
+        self.fleet.reset_aggregates()
+
+
+def _status(value: str | None) -> EvseStatus:
+    try:
+        return EvseStatus(value) if value else EvseStatus.UNKNOWN
+    except ValueError:
+        return EvseStatus.UNKNOWN
+
+
+async def serve(settings: Settings, ready: Callable[[Ports], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    ports = await app.start()
+    if ready is not None:
+        ready(ports)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await app.stop()

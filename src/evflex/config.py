@@ -1,0 +1,76 @@
+"""Settings: defaults that run with zero configuration, then a TOML file, then EVFLEX_* env.
+
+Precedence (highest first): command-line options (applied by cli.py), environment
+variables `EVFLEX_<FIELD>`, the TOML file (`--config`, `EVFLEX_CONFIG`, or
+`./evflex.toml` when present), defaults. Only app.py and cli.py read settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DB = "sqlite+aiosqlite:///./evflex.db"
+_toml_path: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVFLEX_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address both servers bind to")
+    ocpp_port: int = Field(8180, ge=0, le=65535, description="OCPP WebSocket port")
+    http_port: int = Field(8080, ge=0, le=65535, description="REST API / metrics port")
+    db: str = Field(DEFAULT_DB, description="SQLAlchemy async URL (sqlite+aiosqlite / postgresql+asyncpg)")
+    allow_unknown_stations: bool = Field(
+        False, description="DEVELOPMENT ONLY: register unknown stations on first connect")
+    heartbeat_interval_s: int = Field(300, ge=1, description="interval sent in BootNotification")
+    call_timeout_s: float = Field(30.0, gt=0, description="response timeout for CSMS→station calls")
+    max_message_bytes: int = Field(256 * 1024, ge=1024, description="larger frames are refused")
+    flush_interval_s: float = Field(0.25, gt=0, le=1.0,
+                                    description="telemetry batch interval (durable within 1 s)")
+    log_level: str = Field("INFO")
+    log_format: Literal["console", "json"] = Field("console")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path or _default_toml()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+def _default_toml() -> Path | None:
+    env = os.environ.get("EVFLEX_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("evflex.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; `overrides` are explicit CLI options (None values are ignored)."""
+    global _toml_path
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} not found")
+    _toml_path = config_file
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _toml_path = None

@@ -1,0 +1,218 @@
+"""The version-neutral command API: what evflex can ask a station to do.
+
+Callers (REST API, grid services) build these records; the gateway translates
+them into OCPP 1.6 or 2.0.1 calls. Field names carry units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StartTransaction:
+    id_token: str
+    evse_id: int | None = None
+    charging_profile: ChargingProfile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopTransaction:
+    transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    kind: Literal["soft", "hard"] = "soft"
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockConnector:
+    evse_id: int
+    connector_id: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAvailability:
+    operative: bool
+    evse_id: int = 0  # 0 = whole station
+
+
+@dataclass(frozen=True, slots=True)
+class VariableSet:
+    """One configuration value. 1.6 uses only `variable` (the configuration key)."""
+
+    variable: str
+    value: str
+    component: str | None = None
+    evse_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetVariables:
+    """1.6 ChangeConfiguration (one call per item) / 2.0.1 SetVariables."""
+
+    items: tuple[VariableSet, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VariableRef:
+    variable: str
+    component: str | None = None
+    evse_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetVariables:
+    """1.6 GetConfiguration (empty = all keys) / 2.0.1 GetVariables."""
+
+    items: tuple[VariableRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GetBaseReport:
+    """2.0.1 GetBaseReport; on 1.6 answered by GetConfiguration of all keys."""
+
+    request_id: int = 1
+    report_base: Literal["FullInventory", "ConfigurationInventory", "SummaryInventory"] = (
+        "FullInventory"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMessage:
+    message: str  # e.g. "StatusNotification", "MeterValues", "BootNotification", "Heartbeat"
+    evse_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePeriod:
+    start_s: int
+    limit: float
+    number_phases: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingProfile:
+    """A power or current limit schedule.
+
+    `purpose`: "tx" (the running transaction), "tx_default" (default for new
+    transactions) or "station_max" (cap for the whole station, evse_id 0).
+    `unit`: "W" or "A". Negative limits mean discharge where the station supports it.
+    """
+
+    profile_id: int
+    stack_level: int
+    purpose: Literal["tx", "tx_default", "station_max"]
+    unit: Literal["W", "A"]
+    periods: tuple[SchedulePeriod, ...]
+    kind: Literal["Absolute", "Relative", "Recurring"] = "Absolute"
+    recurrency: Literal["Daily", "Weekly"] | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    duration_s: int | None = None
+    start_schedule: datetime | None = None
+    transaction_id: str | None = None
+    min_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetChargingProfile:
+    evse_id: int
+    profile: ChargingProfile
+
+
+@dataclass(frozen=True, slots=True)
+class ClearChargingProfile:
+    profile_id: int | None = None
+    evse_id: int | None = None
+    purpose: Literal["tx", "tx_default", "station_max"] | None = None
+    stack_level: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetCompositeSchedule:
+    evse_id: int
+    duration_s: int
+    unit: Literal["W", "A"] | None = None
+
+
+Command = (
+    StartTransaction
+    | StopTransaction
+    | Reset
+    | UnlockConnector
+    | ChangeAvailability
+    | SetVariables
+    | GetVariables
+    | GetBaseReport
+    | TriggerMessage
+    | SetChargingProfile
+    | ClearChargingProfile
+    | GetCompositeSchedule
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A station's answer. `status` is its status field ("Accepted", ...) when it has one."""
+
+    status: str | None
+    response: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+
+class CommandError(Exception):
+    """A command could not be completed; `reason` is a short machine-readable code."""
+
+    reason = "error"
+
+
+class StationNotConnected(CommandError):
+    reason = "not_connected"
+
+
+class CommandTimeout(CommandError):
+    reason = "timeout"
+
+
+class CommandRejected(CommandError):
+    """The station answered with a CallError."""
+
+    reason = "call_error"
+
+    def __init__(self, code: str, description: str, details: dict[str, Any] | None = None):
+        super().__init__(f"{code}: {description}")
+        self.code, self.description, self.details = code, description, details or {}
+
+
+class InvalidCommand(CommandError):
+    """The command's parameters do not form a valid message for the station's protocol."""
+
+    reason = "invalid"
+
+
+class CommandNotSupported(CommandError):
+    """The command has no equivalent in the station's protocol version."""
+
+    reason = "not_supported"
+
+
+class CommandPort(Protocol):
+    """How the rest of evflex reaches stations. The gateway implements it for the
+    stations connected to this process; a message-bus router can implement it for a
+    multi-node deployment without callers noticing.
+    """
+
+    async def send(
+        self,
+        station_id: str,
+        command: Command,
+        *,
+        priority: bool = False,
+        timeout_s: float | None = None,
+    ) -> CommandResult: ...
+
+    def is_connected(self, station_id: str) -> bool: ...

@@ -1,0 +1,101 @@
+"""Prometheus exposition: a collector that reads the plain counters at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from evflex.fleet.state import FleetState
+from evflex.ocpp.gateway import Gateway
+from evflex.ocpp.stats import LATENCY_BUCKETS_S
+from evflex.store.writer import EventRecorder
+
+
+class EvflexCollector(Collector):
+    def __init__(
+        self, gateway: Gateway, fleet: FleetState, recorder: EventRecorder,
+    ) -> None:
+        self._gateway = gateway
+        self._fleet = fleet
+        self._recorder = recorder
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        stats = self._gateway.stats
+        conns = GaugeMetricFamily("evflex_ocpp_connections", "Connected stations by protocol",
+                                  labels=["protocol"])
+        for protocol, count in self._gateway.protocol_counts().items():
+            conns.add_metric([protocol], count)
+        yield conns
+        msgs = CounterMetricFamily("evflex_ocpp_messages", "OCPP messages by action and direction",
+                                   labels=["protocol", "action", "direction"])
+        for (protocol, action, direction), count in list(stats.messages.items()):
+            msgs.add_metric([protocol, action, direction], count)
+        yield msgs
+        errors = CounterMetricFamily("evflex_ocpp_call_errors", "CALLERRORs sent and received",
+                                     labels=["direction", "code"])
+        for (direction, code), count in list(stats.call_errors.items()):
+            errors.add_metric([direction, code], count)
+        yield errors
+        yield _counter("evflex_ocpp_command_timeouts", "CSMS→station calls that timed out",
+                       stats.command_timeouts)
+        yield _counter("evflex_ocpp_unmatched_responses",
+                       "responses for unknown or expired message ids", stats.unmatched_responses)
+        rejections = CounterMetricFamily("evflex_ocpp_handshake_rejections",
+                                         "refused WebSocket handshakes", labels=["reason"])
+        for reason, count in list(stats.handshake_rejections.items()):
+            rejections.add_metric([reason], count)
+        yield rejections
+        yield self._latency()
+        yield from self._fleet_metrics()
+        yield from self._store_metrics()
+
+    def _latency(self) -> HistogramMetricFamily:
+        stats = self._gateway.stats
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, count in zip(LATENCY_BUCKETS_S, stats.latency_counts, strict=False):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        total = cumulative + stats.latency_counts[-1]
+        buckets.append(("+Inf", total))
+        return HistogramMetricFamily(
+            "evflex_ocpp_handler_seconds", "time to handle one inbound frame",
+            buckets=buckets, sum_value=stats.latency_sum_s)
+
+    def _fleet_metrics(self) -> Iterator[GaugeMetricFamily]:
+        summary = self._fleet.summary()
+        yield _gauge("evflex_fleet_stations_known", "registered stations", summary.stations_known)
+        yield _gauge("evflex_fleet_evses_charging", "EVSEs charging", summary.evses_charging)
+        yield _gauge("evflex_fleet_power_watts", "total active power", summary.power_w)
+
+    def _store_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self._recorder.stats
+        yield _counter("evflex_store_rows_written", "rows written", s.rows_written)
+        yield _counter("evflex_store_flush_failures", "failed batch writes", s.flush_failures)
+        yield _counter("evflex_store_rows_dropped", "rows dropped (buffer full)", s.dropped_rows)
+        yield _gauge("evflex_store_rows_buffered", "rows waiting to be written", s.buffered_rows)
+        yield _gauge("evflex_store_last_flush_seconds", "duration of the last flush",
+                     s.last_flush_s)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def build_registry(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    return registry
+
+
+MetricsSource = Callable[[], bytes]

@@ -1,0 +1,306 @@
+"""The OCPP gateway: accepts station connections and routes commands to them.
+
+`Gateway` implements the fleet's `CommandPort` for the stations connected to this
+process. The handshake (path, subprotocol, Basic auth) runs synchronously inside
+picows' listener factory, so it must be cheap: credentials are checked against an
+in-memory directory with a fast hash (see evflex.fleet.credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from picows import (
+    WSListener,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from evflex.fleet.commands import (
+    Command,
+    CommandError,
+    CommandResult,
+    StationNotConnected,
+)
+from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
+from evflex.fleet.model import Protocol as OcppVersion
+from evflex.ocpp import commands_v16, commands_v201, v16, v201
+from evflex.ocpp.session import Session
+from evflex.ocpp.stats import GatewayStats
+from evflex.ocpp.timefmt import now
+
+log = logging.getLogger(__name__)
+
+# OCPP 2.0.1 identity: up to 48 characters, printable, no ':' (it separates Basic auth).
+_STATION_ID = re.compile(r"^[A-Za-z0-9*\-_=+|@.]{1,48}$")
+_PREFERENCE = (OcppVersion.OCPP201, OcppVersion.OCPP16)  # highest version first
+
+
+class Directory(Protocol):
+    """What the gateway needs to know about stations, supplied by the composition root."""
+
+    def credential(self, station_id: str) -> str | None:
+        """The stored password hash, "" for a known station without one, None if unknown."""
+
+    def verify(self, station_id: str, password: str) -> bool: ...
+
+    def register_unknown(self, station_id: str, password: str | None) -> None: ...
+
+    def has_booted(self, station_id: str) -> bool: ...
+
+    def authorize(self, station_id: str, id_token: str) -> str:
+        """Authorization status for an id token: "Accepted", "Invalid", "Blocked", ..."""
+
+    def allocate_transaction_id(self) -> int: ...
+
+
+class Gateway:
+    """Live sessions by station id, the handshake, and the command port."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        sink: EventSink,
+        *,
+        allow_unknown_stations: bool = False,
+        heartbeat_interval_s: int = 300,
+        call_timeout_s: float = 30.0,
+        max_message_bytes: int = 256 * 1024,
+        require_auth: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.sink = sink
+        self.allow_unknown_stations = allow_unknown_stations
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.call_timeout_s = call_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.require_auth = require_auth
+        self.stats = GatewayStats()
+        self.sessions: dict[str, Session] = {}
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # -- server ------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> int:
+        """Listen for stations; returns the bound port (useful with port 0)."""
+        self._loop = asyncio.get_running_loop()
+        v16.SCHEMAS.warm(set(v16.HANDLERS) | commands_v16.ACTIONS)
+        v201.SCHEMAS.warm(set(v201.HANDLERS) | commands_v201.ACTIONS)
+        self._server = await ws_create_server(
+            self._on_upgrade,
+            host,
+            port,
+            max_frame_size=self.max_message_bytes,
+            # picows' default 16 KiB read buffer per connection is most of its memory;
+            # OCPP frames are small and the buffer grows on demand.
+            read_buffer_init_size=1024,
+            websocket_handshake_timeout=10,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=60,
+            auto_ping_reply_timeout=30,
+            backlog=4096,
+        )
+        sock = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close("server shutting down")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def _on_upgrade(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+        station_id, refusal = self._admit(request)
+        if refusal is not None:
+            return refusal
+        assert station_id is not None
+        protocol = _negotiate(request.headers.get("Sec-WebSocket-Protocol", ""))
+        if protocol is None:
+            return self._refuse(
+                400, "unsupported_subprotocol", station_id, "offer subprotocol ocpp2.0.1 or ocpp1.6"
+            )
+        handlers = v16.HANDLERS if protocol is OcppVersion.OCPP16 else v201.HANDLERS
+        session = Session(self, station_id, protocol, handlers)
+        response = WSUpgradeResponse.create_101_response(
+            extra_headers={"Sec-WebSocket-Protocol": protocol.value}
+        )
+        return WSUpgradeResponseWithListener(response, session)
+
+    def _admit(
+        self,
+        request: WSUpgradeRequest,
+    ) -> tuple[str | None, WSUpgradeResponseWithListener | None]:
+        path = request.path.decode("latin-1").split("?", 1)[0]
+        if not path.startswith("/ocpp/"):
+            return None, self._refuse(404, "bad_path", path, "connect to /ocpp/{station_id}")
+        station_id = unquote(path[len("/ocpp/") :])
+        if not _STATION_ID.match(station_id):
+            return None, self._refuse(400, "bad_station_id", station_id, "invalid station id")
+        password = _basic_password(request.headers.get("Authorization"), station_id)
+        known = self.directory.credential(station_id)
+        if known is None:
+            if not self.allow_unknown_stations:
+                return None, self._refuse(401, "unknown_station", station_id, "unknown station")
+            log.warning(
+                "REGISTERING UNKNOWN STATION %s on first connect "
+                "(--allow-unknown-stations is a development switch)",
+                station_id,
+            )
+            self.directory.register_unknown(station_id, password)
+        elif (
+            self.require_auth
+            and known
+            and (password is None or not self.directory.verify(station_id, password))
+        ):
+            return None, self._refuse(
+                401, "bad_credentials", station_id, "wrong or missing credentials"
+            )
+        return station_id, None
+
+    def _refuse(
+        self,
+        status: int,
+        reason: str,
+        station_id: str,
+        text: str,
+    ) -> WSUpgradeResponseWithListener:
+        self.stats.handshake_rejections[reason] += 1
+        log.warning("handshake refused for %r: %s (HTTP %d)", station_id, reason, status)
+        headers = {"WWW-Authenticate": 'Basic realm="evflex"'} if status == 401 else None
+        response = WSUpgradeResponse.create_error_response(
+            status, text.encode(), extra_headers=headers
+        )
+        return WSUpgradeResponseWithListener(response, None)
+
+    # -- session registry --------------------------------------------------------
+    def attach(self, session: Session) -> None:
+        previous = self.sessions.get(session.station_id)
+        self.sessions[session.station_id] = session
+        if previous is not None and previous is not session:
+            # A station that reconnects (e.g. after a network blip we have not noticed
+            # yet) replaces its old socket; the old one is closed, state is kept.
+            log.info("%s: new connection replaces the previous one", session.station_id)
+            previous.close("replaced by a new connection")
+        self.sink(StationConnected(session.station_id, session.protocol, now()))
+
+    def detach(self, session: Session) -> None:
+        if self.sessions.get(session.station_id) is session:
+            del self.sessions[session.station_id]
+            self.sink(StationDisconnected(session.station_id, now()))
+
+    def is_connected(self, station_id: str) -> bool:
+        return station_id in self.sessions
+
+    def protocol_counts(self) -> dict[str, int]:
+        counts = {p.value: 0 for p in OcppVersion}
+        for session in self.sessions.values():
+            counts[session.protocol.value] += 1
+        return counts
+
+    # -- command port ------------------------------------------------------------
+    async def send(
+        self,
+        station_id: str,
+        command: Command,
+        *,
+        priority: bool = False,
+        timeout_s: float | None = None,
+    ) -> CommandResult:
+        session = self.sessions.get(station_id)
+        if session is None:
+            raise StationNotConnected(f"station {station_id} is not connected")
+        adapter = commands_v16 if session.v16 else commands_v201
+        started = time.perf_counter()
+        steps = adapter.plan(command)
+        responses: list[dict[str, Any]] = []
+        for action, payload in steps:
+            responses.append(
+                await session.call(action, payload, priority=priority, timeout_s=timeout_s)
+            )
+        result = adapter.interpret(command, responses)
+        return CommandResult(
+            result.status, result.response, (time.perf_counter() - started) * 1000.0
+        )
+
+    async def broadcast(
+        self,
+        station_ids: list[str],
+        command: Command,
+        *,
+        priority: bool = False,
+        timeout_s: float | None = None,
+    ) -> dict[str, CommandResult | CommandError]:
+        """Send one command to many stations at once.
+
+        Each station's frame is prepared and written in one pass over the fleet,
+        before any answer is awaited, so no station waits for another's preparation.
+        """
+        pending: dict[str, tuple[asyncio.Future[dict[str, Any]], Any]] = {}
+        results: dict[str, CommandResult | CommandError] = {}
+        started = time.perf_counter()
+        for station_id in station_ids:
+            session = self.sessions.get(station_id)
+            if session is None:
+                results[station_id] = StationNotConnected(station_id)
+                continue
+            adapter = commands_v16 if session.v16 else commands_v201
+            steps = adapter.plan(command)
+            if len(steps) != 1:
+                results[station_id] = CommandError("multi-step commands cannot be broadcast")
+                continue
+            action, payload = steps[0]
+            future = session.call(action, payload, priority=priority, timeout_s=timeout_s)
+            pending[station_id] = (future, adapter)
+        for station_id, (future, adapter) in pending.items():
+            try:
+                response = await future
+            except CommandError as exc:
+                results[station_id] = exc
+                continue
+            interpreted = adapter.interpret(command, [response])
+            results[station_id] = CommandResult(
+                interpreted.status, interpreted.response, (time.perf_counter() - started) * 1000.0
+            )
+        return results
+
+
+def _negotiate(header: str) -> OcppVersion | None:
+    offered = {p.strip() for p in header.split(",") if p.strip()}
+    for version in _PREFERENCE:
+        if version.value in offered:
+            return version
+    return None
+
+
+def _basic_password(header: str | None, station_id: str) -> str | None:
+    """Password from `Authorization: Basic base64(station_id:password)`, or None.
+
+    OCPP security profile 1: the username must be the station's identity.
+    """
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or user != station_id:
+        return None
+    return password

@@ -1,0 +1,225 @@
+"""OCPP 2.0.1 station-initiated messages → fleet events and CALLRESULT payloads."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from evflex.fleet.events import (
+    MeterSampled,
+    SampledValue,
+    StationBooted,
+    StationNotice,
+    StationSeen,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+    TransactionUpdated,
+)
+from evflex.fleet.model import EvseStatus
+from evflex.ocpp.timefmt import format_ts, now, parse_ts
+from evflex.ocpp.validation import V201 as SCHEMAS
+
+if TYPE_CHECKING:
+    from evflex.ocpp.session import Handler, Session
+
+Payload = dict[str, Any]
+_DEFAULT_MEASURAND = "Energy.Active.Import.Register"
+_STATUS = {s.value: s for s in EvseStatus}
+
+__all__ = ["HANDLERS", "SCHEMAS"]
+
+
+def boot_notification(session: Session, p: Payload) -> Payload:
+    at = now()
+    cs = p["chargingStation"]
+    session.emit(
+        StationBooted(
+            session.station_id,
+            cs["vendorName"],
+            cs["model"],
+            cs.get("firmwareVersion"),
+            cs.get("serialNumber"),
+            p["reason"],
+            at,
+        )
+    )
+    session.booted = True
+    return {
+        "status": "Accepted",
+        "currentTime": format_ts(at),
+        "interval": session.gateway.heartbeat_interval_s,
+    }
+
+
+def heartbeat(session: Session, p: Payload) -> Payload:
+    at = now()
+    session.emit(StationSeen(session.station_id, at))
+    return {"currentTime": format_ts(at)}
+
+
+def status_notification(session: Session, p: Payload) -> Payload:
+    session.emit(
+        StatusChanged(
+            session.station_id,
+            p["evseId"],
+            p["connectorId"],
+            _STATUS.get(p["connectorStatus"], EvseStatus.UNKNOWN),
+            parse_ts(p["timestamp"]),
+        )
+    )
+    return {}
+
+
+def authorize(session: Session, p: Payload) -> Payload:
+    status = session.gateway.directory.authorize(session.station_id, p["idToken"]["idToken"])
+    return {"idTokenInfo": {"status": status}}
+
+
+def transaction_event(session: Session, p: Payload) -> Payload:
+    """E01–E15: one event type for start, update and end of a transaction.
+
+    `offline: true` marks events queued while the station had no connection; they
+    are history (stored, counted) and must not overwrite newer live state. seqNo
+    gaps are counted per transaction so lost events are visible.
+    """
+    info = p["transactionInfo"]
+    tx_id = info["transactionId"]
+    at = parse_ts(p["timestamp"])
+    offline = bool(p.get("offline", False))
+    seq_no = p["seqNo"]
+    evse = p.get("evse")
+    evse_id = evse["id"] if evse else 0
+    token = p.get("idToken")
+    event_type = p["eventType"]
+    if event_type == "Started":
+        session.emit(
+            TransactionStarted(
+                session.station_id,
+                evse_id,
+                tx_id,
+                at,
+                token["idToken"] if token else None,
+                _meter_start_wh(p),
+                offline,
+                seq_no,
+            )
+        )
+    for mv in p.get("meterValue") or ():
+        _emit_meter_value(session, evse_id, tx_id, mv)
+    if event_type == "Updated" or (event_type == "Started" and info.get("chargingState")):
+        session.emit(
+            TransactionUpdated(
+                session.station_id,
+                evse_id,
+                tx_id,
+                at,
+                info.get("chargingState"),
+                offline,
+                seq_no,
+                p.get("triggerReason"),
+            )
+        )
+    elif event_type == "Ended":
+        session.emit(
+            TransactionStopped(
+                session.station_id,
+                tx_id,
+                at,
+                _register_wh(p),
+                info.get("stoppedReason", "Local"),
+                offline,
+                seq_no,
+                evse_id or None,
+            )
+        )
+    if token is not None:
+        # E01/C01: idTokenInfo is required in the response when an idToken was sent.
+        status = session.gateway.directory.authorize(session.station_id, token["idToken"])
+        return {"idTokenInfo": {"status": status}}
+    return {}
+
+
+def _meter_start_wh(p: Payload) -> float | None:
+    return _register_wh(p)
+
+
+def _register_wh(p: Payload) -> float | None:
+    for mv in p.get("meterValue") or ():
+        for sv in mv["sampledValue"]:
+            if sv.get("measurand", _DEFAULT_MEASURAND) == _DEFAULT_MEASURAND and "phase" not in sv:
+                return _scaled(sv) * (1000.0 if _unit(sv) == "kWh" else 1.0)
+    return None
+
+
+def meter_values(session: Session, p: Payload) -> Payload:
+    for mv in p["meterValue"]:
+        _emit_meter_value(session, p["evseId"], None, mv)
+    return {}
+
+
+def _scaled(sv: Payload) -> float:
+    uom = sv.get("unitOfMeasure")
+    multiplier = uom.get("multiplier", 0) if uom else 0
+    value = float(sv["value"])
+    return value * 10.0**multiplier if multiplier else value
+
+
+def _unit(sv: Payload) -> str | None:
+    uom = sv.get("unitOfMeasure")
+    if uom is None:
+        return "Wh" if sv.get("measurand", _DEFAULT_MEASURAND) == _DEFAULT_MEASURAND else None
+    unit = uom.get("unit")
+    return unit if isinstance(unit, str) else "Wh"
+
+
+def _emit_meter_value(session: Session, evse_id: int, tx_id: str | None, mv: Payload) -> None:
+    values = tuple(
+        SampledValue(
+            sv.get("measurand", _DEFAULT_MEASURAND),
+            _scaled(sv),
+            _unit(sv),
+            sv.get("phase"),
+            sv.get("context"),
+            sv.get("location"),
+        )
+        for sv in mv["sampledValue"]
+    )
+    session.emit(
+        MeterSampled(
+            session.station_id,
+            evse_id,
+            parse_ts(mv["timestamp"]),
+            now(),
+            values,
+            tx_id,
+        )
+    )
+
+
+def data_transfer(session: Session, p: Payload) -> Payload:
+    session.emit(StationNotice(session.station_id, "data_transfer", now(), dict(p)))
+    # P01/P02: no vendor extension is implemented, so every vendorId is unknown.
+    return {"status": "UnknownVendorId"}
+
+
+def _notice(kind: str) -> Handler:
+    def handle(session: Session, p: Payload) -> Payload:
+        session.emit(StationNotice(session.station_id, kind, now(), dict(p)))
+        return {}
+
+    return handle
+
+
+HANDLERS: dict[str, Handler] = {
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "StatusNotification": status_notification,
+    "Authorize": authorize,
+    "TransactionEvent": transaction_event,
+    "MeterValues": meter_values,
+    "DataTransfer": data_transfer,
+    "NotifyReport": _notice("report"),
+    "SecurityEventNotification": _notice("security_event"),
+    "FirmwareStatusNotification": _notice("firmware_status"),
+    "LogStatusNotification": _notice("log_status"),
+}
