@@ -72,7 +72,8 @@ class App:
         self.recorder = EventRecorder(self.engine, flush_interval_s=settings.flush_interval_s)
         self.registry = StationRegistry(self.repository, self.fleet)
         self.gateway = Gateway(
-            self.registry, self.hub,
+            self.registry,
+            self.hub,
             allow_unknown_stations=settings.allow_unknown_stations,
             heartbeat_interval_s=settings.heartbeat_interval_s,
             call_timeout_s=settings.call_timeout_s,
@@ -81,7 +82,8 @@ class App:
         self.hub.subscribe(self.fleet.apply)
         self.hub.subscribe(self.recorder)
         self.metrics_registry = build_registry(
-            EvflexCollector(self.gateway, self.fleet, self.recorder))
+            EvflexCollector(self.gateway, self.fleet, self.recorder)
+        )
         self.api = create_api(
             Services(self.fleet, self.gateway, self.registry, self.repository),
             metrics=self.metrics_text,
@@ -100,13 +102,21 @@ class App:
         await self._restore_fleet()
         await self.recorder.start()
         if s.allow_unknown_stations:
-            log.warning("!!! --allow-unknown-stations is ON: any station that connects is "
-                        "registered. Never use this in production. !!!")
+            log.warning(
+                "!!! --allow-unknown-stations is ON: any station that connects is "
+                "registered. Never use this in production. !!!"
+            )
         ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         http_port = await self._start_http(s.host, s.http_port)
         self.ports = Ports(ocpp_port, http_port)
-        log.info("evflex started: %d stations known, OCPP ws://%s:%d/ocpp/{id}, "
-                 "API http://%s:%d/docs", known, s.host, ocpp_port, s.host, http_port)
+        log.info(
+            "evflex started: %d stations known, OCPP ws://%s:%d/ocpp/{id}, API http://%s:%d/docs",
+            known,
+            s.host,
+            ocpp_port,
+            s.host,
+            http_port,
+        )
         return self.ports
 
     async def stop(self) -> None:
@@ -127,12 +137,20 @@ class App:
         await self.stop()
 
     async def _start_http(self, host: str, port: int) -> int:
-        config = uvicorn.Config(self.api, host=host, port=port, log_config=None,
-                                access_log=False, lifespan="off", loop="none")
+        config = uvicorn.Config(
+            self.api,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="none",
+        )
         self._http = uvicorn.Server(config)
-        # uvicorn installs its own signal handlers in serve(); we own the process signals.
-        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
+        # Server.serve() swaps in its own SIGINT/SIGTERM handlers (and re-raises the signal
+        # on exit), which fights our loop's handlers and delayed shutdown; _serve() is the
+        # same server without that wrapper: the process signals are ours.
+        self._http_task = asyncio.get_running_loop().create_task(self._http._serve())
         while not self._http.started:
             if self._http_task.done():
                 self._http_task.result()  # raises the bind error
@@ -152,12 +170,20 @@ class App:
             evse = self.fleet.station(evse_rec.station_id).evse(evse_rec.evse_id)
             evse.status = _status(evse_rec.status)
             evse.status_at, evse.energy_wh, evse.soc_pct = (
-                evse_rec.status_at, evse_rec.energy_wh, evse_rec.soc_pct)
+                evse_rec.status_at,
+                evse_rec.energy_wh,
+                evse_rec.soc_pct,
+            )
         for tx in await self.repository.open_transactions():
             evse = self.fleet.station(tx.station_id).evse(tx.evse_id)
             evse.transaction = Transaction(
-                tx.transaction_id, tx.evse_id, tx.started_at, tx.id_token, tx.meter_start_wh,
-                last_seq_no=tx.last_seq_no)
+                tx.transaction_id,
+                tx.evse_id,
+                tx.started_at,
+                tx.id_token,
+                tx.meter_start_wh,
+                last_seq_no=tx.last_seq_no,
+            )
         # Power is live data: after a restart it is unknown until stations report again.
         self.fleet.seed_transaction_ids(await self.repository.max_numeric_transaction_id())
         self.fleet.reset_aggregates()

@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from evflex import logs
+from evflex.bench.cli import bench_app
 from evflex.config import DEFAULT_DB, Settings, load_settings
+from evflex.sim.cli import sim_app
 
 app = typer.Typer(help="evflex: OCPP central system for grid balancing.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
@@ -23,6 +25,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(stations_app, name="stations")
+app.add_typer(sim_app, name="sim")
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
@@ -53,19 +57,29 @@ def serve(
     http_port: Annotated[int | None, typer.Option(help="REST port [default: 8080]")] = None,
     db: DbOpt = None,
     allow_unknown_stations: Annotated[
-        bool | None, typer.Option("--allow-unknown-stations", help="DEVELOPMENT ONLY")] = None,
+        bool | None, typer.Option("--allow-unknown-stations", help="DEVELOPMENT ONLY")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the central system (OCPP gateway + REST API)."""
+    from evflex.app import Ports
     from evflex.app import serve as run_server
 
-    settings = _settings(config, host=host, ocpp_port=ocpp_port, http_port=http_port, db=db,
-                         allow_unknown_stations=allow_unknown_stations)
+    settings = _settings(
+        config,
+        host=host,
+        ocpp_port=ocpp_port,
+        http_port=http_port,
+        db=db,
+        allow_unknown_stations=allow_unknown_stations,
+    )
     logs.configure(settings.log_level, settings.log_format)
 
-    def ready(ports: object) -> None:
-        console.print(f"evflex serving: OCPP ws://{settings.host}:{ports.ocpp}/ocpp/{{id}}  "  # type: ignore[attr-defined]
-                      f"API http://{settings.host}:{ports.http}/docs")  # type: ignore[attr-defined]
+    def ready(ports: Ports) -> None:
+        console.print(
+            f"evflex serving: OCPP ws://{settings.host}:{ports.ocpp}/ocpp/{{id}}  "
+            f"API http://{settings.host}:{ports.http}/docs"
+        )
 
     _run(run_server(settings, ready))
 
@@ -73,8 +87,9 @@ def serve(
 @app.command()
 def demo() -> None:
     """Run the demo (for now: the server on embedded defaults)."""
-    serve(host=None, ocpp_port=None, http_port=None, db=None, allow_unknown_stations=True,
-          config=None)
+    serve(
+        host=None, ocpp_port=None, http_port=None, db=None, allow_unknown_stations=True, config=None
+    )
 
 
 @token_app.command("create")

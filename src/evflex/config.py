@@ -29,14 +29,18 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address both servers bind to")
     ocpp_port: int = Field(8180, ge=0, le=65535, description="OCPP WebSocket port")
     http_port: int = Field(8080, ge=0, le=65535, description="REST API / metrics port")
-    db: str = Field(DEFAULT_DB, description="SQLAlchemy async URL (sqlite+aiosqlite / postgresql+asyncpg)")
+    db: str = Field(
+        DEFAULT_DB, description="SQLAlchemy async URL: sqlite+aiosqlite / postgresql+asyncpg"
+    )
     allow_unknown_stations: bool = Field(
-        False, description="DEVELOPMENT ONLY: register unknown stations on first connect")
+        False, description="DEVELOPMENT ONLY: register unknown stations on first connect"
+    )
     heartbeat_interval_s: int = Field(300, ge=1, description="interval sent in BootNotification")
     call_timeout_s: float = Field(30.0, gt=0, description="response timeout for CSMS→station calls")
     max_message_bytes: int = Field(256 * 1024, ge=1024, description="larger frames are refused")
-    flush_interval_s: float = Field(0.25, gt=0, le=1.0,
-                                    description="telemetry batch interval (durable within 1 s)")
+    flush_interval_s: float = Field(
+        0.25, gt=0, le=1.0, description="telemetry batch interval (durable within 1 s)"
+    )
     log_level: str = Field("INFO")
     log_format: Literal["console", "json"] = Field("console")
 

@@ -19,7 +19,10 @@ from evflex.store.writer import EventRecorder
 
 class EvflexCollector(Collector):
     def __init__(
-        self, gateway: Gateway, fleet: FleetState, recorder: EventRecorder,
+        self,
+        gateway: Gateway,
+        fleet: FleetState,
+        recorder: EventRecorder,
     ) -> None:
         self._gateway = gateway
         self._fleet = fleet
@@ -27,27 +30,39 @@ class EvflexCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         stats = self._gateway.stats
-        conns = GaugeMetricFamily("evflex_ocpp_connections", "Connected stations by protocol",
-                                  labels=["protocol"])
+        conns = GaugeMetricFamily(
+            "evflex_ocpp_connections", "Connected stations by protocol", labels=["protocol"]
+        )
         for protocol, count in self._gateway.protocol_counts().items():
             conns.add_metric([protocol], count)
         yield conns
-        msgs = CounterMetricFamily("evflex_ocpp_messages", "OCPP messages by action and direction",
-                                   labels=["protocol", "action", "direction"])
+        msgs = CounterMetricFamily(
+            "evflex_ocpp_messages",
+            "OCPP messages by action and direction",
+            labels=["protocol", "action", "direction"],
+        )
         for (protocol, action, direction), count in list(stats.messages.items()):
             msgs.add_metric([protocol, action, direction], count)
         yield msgs
-        errors = CounterMetricFamily("evflex_ocpp_call_errors", "CALLERRORs sent and received",
-                                     labels=["direction", "code"])
+        errors = CounterMetricFamily(
+            "evflex_ocpp_call_errors", "CALLERRORs sent and received", labels=["direction", "code"]
+        )
         for (direction, code), count in list(stats.call_errors.items()):
             errors.add_metric([direction, code], count)
         yield errors
-        yield _counter("evflex_ocpp_command_timeouts", "CSMS→station calls that timed out",
-                       stats.command_timeouts)
-        yield _counter("evflex_ocpp_unmatched_responses",
-                       "responses for unknown or expired message ids", stats.unmatched_responses)
-        rejections = CounterMetricFamily("evflex_ocpp_handshake_rejections",
-                                         "refused WebSocket handshakes", labels=["reason"])
+        yield _counter(
+            "evflex_ocpp_command_timeouts",
+            "CSMS→station calls that timed out",
+            stats.command_timeouts,
+        )
+        yield _counter(
+            "evflex_ocpp_unmatched_responses",
+            "responses for unknown or expired message ids",
+            stats.unmatched_responses,
+        )
+        rejections = CounterMetricFamily(
+            "evflex_ocpp_handshake_rejections", "refused WebSocket handshakes", labels=["reason"]
+        )
         for reason, count in list(stats.handshake_rejections.items()):
             rejections.add_metric([reason], count)
         yield rejections
@@ -65,8 +80,11 @@ class EvflexCollector(Collector):
         total = cumulative + stats.latency_counts[-1]
         buckets.append(("+Inf", total))
         return HistogramMetricFamily(
-            "evflex_ocpp_handler_seconds", "time to handle one inbound frame",
-            buckets=buckets, sum_value=stats.latency_sum_s)
+            "evflex_ocpp_handler_seconds",
+            "time to handle one inbound frame",
+            buckets=buckets,
+            sum_value=stats.latency_sum_s,
+        )
 
     def _fleet_metrics(self) -> Iterator[GaugeMetricFamily]:
         summary = self._fleet.summary()
@@ -80,8 +98,9 @@ class EvflexCollector(Collector):
         yield _counter("evflex_store_flush_failures", "failed batch writes", s.flush_failures)
         yield _counter("evflex_store_rows_dropped", "rows dropped (buffer full)", s.dropped_rows)
         yield _gauge("evflex_store_rows_buffered", "rows waiting to be written", s.buffered_rows)
-        yield _gauge("evflex_store_last_flush_seconds", "duration of the last flush",
-                     s.last_flush_s)
+        yield _gauge(
+            "evflex_store_last_flush_seconds", "duration of the last flush", s.last_flush_s
+        )
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -18,7 +18,6 @@ from evflex.store.repository import Repository, StationExists
 log = logging.getLogger(__name__)
 
 
-
 class StationRegistry:
     def __init__(self, repository: Repository, fleet: FleetState) -> None:
         self._repo = repository

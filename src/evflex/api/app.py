@@ -15,10 +15,11 @@ from evflex.api.routes import commands, fleet, stations
 
 def create_api(services: Services, metrics: Callable[[], bytes] | None = None) -> FastAPI:
     api = FastAPI(
-        title="evflex", version=evflex.__version__,
+        title="evflex",
+        version=evflex.__version__,
         description="OCPP 1.6J + 2.0.1 central system for grid balancing. "
-                    "Authenticate with `Authorization: Bearer <token>` "
-                    "(`evflex token create --role admin`).",
+        "Authenticate with `Authorization: Bearer <token>` "
+        "(`evflex token create --role admin`).",
     )
     api.state.services = services
     api.include_router(stations.router)
@@ -35,6 +36,7 @@ def create_api(services: Services, metrics: Callable[[], bytes] | None = None) -
         return {"status": "ok"}
 
     if metrics is not None:
+
         @api.get("/metrics", tags=["ops"], include_in_schema=False)
         async def metrics_endpoint() -> Response:
             return Response(metrics(), media_type="text/plain; version=0.0.4")

@@ -40,13 +40,20 @@ class ProfileIn(_Body):
 
     def to_domain(self) -> c.ChargingProfile:
         return c.ChargingProfile(
-            profile_id=self.profile_id, stack_level=self.stack_level, purpose=self.purpose,
+            profile_id=self.profile_id,
+            stack_level=self.stack_level,
+            purpose=self.purpose,
             unit=self.unit,
-            periods=tuple(c.SchedulePeriod(p.start_s, p.limit, p.number_phases)
-                          for p in self.periods),
-            kind=self.kind, recurrency=self.recurrency, valid_from=self.valid_from,
-            valid_to=self.valid_to, duration_s=self.duration_s,
-            start_schedule=self.start_schedule, transaction_id=self.transaction_id,
+            periods=tuple(
+                c.SchedulePeriod(p.start_s, p.limit, p.number_phases) for p in self.periods
+            ),
+            kind=self.kind,
+            recurrency=self.recurrency,
+            valid_from=self.valid_from,
+            valid_to=self.valid_to,
+            duration_s=self.duration_s,
+            start_schedule=self.start_schedule,
+            transaction_id=self.transaction_id,
             min_rate=self.min_rate,
         )
 
@@ -102,8 +109,9 @@ class SetVariablesIn(_Body):
     items: list[VariableIn] = Field(min_length=1)
 
     def to_command(self) -> c.Command:
-        return c.SetVariables(tuple(
-            c.VariableSet(i.variable, i.value, i.component, i.evse_id) for i in self.items))
+        return c.SetVariables(
+            tuple(c.VariableSet(i.variable, i.value, i.component, i.evse_id) for i in self.items)
+        )
 
 
 class VariableRefIn(_Body):
@@ -116,14 +124,16 @@ class GetVariablesIn(_Body):
     items: list[VariableRefIn] = Field(default_factory=list)
 
     def to_command(self) -> c.Command:
-        return c.GetVariables(tuple(
-            c.VariableRef(i.variable, i.component, i.evse_id) for i in self.items))
+        return c.GetVariables(
+            tuple(c.VariableRef(i.variable, i.component, i.evse_id) for i in self.items)
+        )
 
 
 class GetBaseReportIn(_Body):
     request_id: int = 1
     report_base: Literal["FullInventory", "ConfigurationInventory", "SummaryInventory"] = (
-        "FullInventory")
+        "FullInventory"
+    )
 
     def to_command(self) -> c.Command:
         return c.GetBaseReport(self.request_id, self.report_base)
@@ -152,8 +162,7 @@ class ClearChargingProfileIn(_Body):
     stack_level: int | None = Field(None, ge=0)
 
     def to_command(self) -> c.Command:
-        return c.ClearChargingProfile(self.profile_id, self.evse_id, self.purpose,
-                                      self.stack_level)
+        return c.ClearChargingProfile(self.profile_id, self.evse_id, self.purpose, self.stack_level)
 
 
 class GetCompositeScheduleIn(_Body):

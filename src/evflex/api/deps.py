@@ -20,7 +20,11 @@ from evflex.fleet.state import FleetState
 
 class Broadcaster(CommandPort, Protocol):
     async def broadcast(
-        self, station_ids: list[str], command: Command, *, priority: bool = False,
+        self,
+        station_ids: list[str],
+        command: Command,
+        *,
+        priority: bool = False,
         timeout_s: float | None = None,
     ) -> dict[str, CommandResult | CommandError]: ...
 
@@ -37,11 +41,17 @@ class Registry(Protocol):
 
 class History(Protocol):
     async def meter_values(
-        self, station_id: str, start: datetime | None, end: datetime | None,
-        limit: int = 10000, evse_id: int | None = None,
+        self,
+        station_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int = 10000,
+        evse_id: int | None = None,
     ) -> list[dict[str, Any]]: ...
     async def transactions(self, station_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
-    async def command_log(self, station_id: str | None, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def command_log(
+        self, station_id: str | None, limit: int = 100
+    ) -> list[dict[str, Any]]: ...
     async def station_events(self, station_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
     async def verify_token(self, token: str) -> str | None: ...
 
@@ -81,12 +91,18 @@ async def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     role = await svc.role_for(credentials.credentials)
     if role is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return role
 
 

@@ -11,8 +11,11 @@ from pydantic import BaseModel, Field
 class StationIn(BaseModel):
     id: str = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9*\-_=+|@.]+$")
     password: str | None = Field(
-        None, min_length=16, max_length=40,
-        description="Basic-auth password (16–40 chars); omitted = one is generated and returned")
+        None,
+        min_length=16,
+        max_length=40,
+        description="Basic-auth password (16–40 chars); omitted = one is generated and returned",
+    )
 
 
 class StationCreated(BaseModel):

@@ -77,7 +77,10 @@ class FleetState:
         """Recompute the running totals after state was loaded in bulk (start-up)."""
         summary = self.recompute()
         self._connected, self._charging, self._power_w = (
-            summary.stations_connected, summary.evses_charging, summary.power_w)
+            summary.stations_connected,
+            summary.evses_charging,
+            summary.power_w,
+        )
 
     # -- decisions the gateway asks for -------------------------------------
     def allocate_transaction_id(self) -> int:
@@ -122,7 +125,16 @@ class FleetState:
         station = self.station(ev.station_id)
         if ev.evse_id == 0:
             return  # connector 0 in 1.6 is the whole station, not an outlet
-        self._set_status(station.evse(ev.evse_id), ev.status, ev.at)
+        evse = station.evse(ev.evse_id)
+        if (
+            ev.status is EvseStatus.OCCUPIED
+            and evse.transaction is not None
+            and evse.status in _CHARGING_STATES.values()
+        ):
+            # 2.0.1 reports only "Occupied"; the transaction's chargingState is more specific
+            evse.status_at = ev.at
+            return
+        self._set_status(evse, ev.status, ev.at)
 
     def _set_status(self, evse: Evse, status: EvseStatus, at: datetime) -> None:
         self._charging += int(status is EvseStatus.CHARGING) - int(evse.charging)

@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from evflex.fleet import commands as c
-from evflex.ocpp.timefmt import format_ts
+from evflex.ocpp.timefmt import format_ts, now
 
 Call = tuple[str, dict[str, Any]]
 _PURPOSE = {
@@ -137,6 +137,9 @@ def profile_payload(profile: c.ChargingProfile) -> dict[str, Any]:
         schedule["duration"] = profile.duration_s
     if profile.start_schedule is not None:
         schedule["startSchedule"] = format_ts(profile.start_schedule)
+    elif profile.kind == "Absolute":
+        # K01.FR.40: an Absolute schedule without startSchedule shall be rejected
+        schedule["startSchedule"] = format_ts(now())
     if profile.min_rate is not None:
         schedule["minChargingRate"] = profile.min_rate
     p: dict[str, Any] = {

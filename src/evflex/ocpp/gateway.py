@@ -261,7 +261,11 @@ class Gateway:
                 results[station_id] = StationNotConnected(station_id)
                 continue
             adapter = commands_v16 if session.v16 else commands_v201
-            steps = adapter.plan(command)
+            try:
+                steps = adapter.plan(command)
+            except CommandError as exc:
+                results[station_id] = exc
+                continue
             if len(steps) != 1:
                 results[station_id] = CommandError("multi-step commands cannot be broadcast")
                 continue

@@ -82,6 +82,7 @@ class Session(WSListener):
         self.station_id = station_id
         self.protocol = protocol
         self.v16 = protocol is Protocol.OCPP16
+        self.protocol_name = protocol.value  # str, for counter keys on the hot path
         self.schemas: SchemaSet = V16 if self.v16 else V201
         self.handlers = handlers
         self.transport: WSTransport | None = None
@@ -156,7 +157,7 @@ class Session(WSListener):
             self._send_error(msg_id, OcppError(PROTOCOL_ERROR, "CALL must be [2, id, action, {}]"))
             return
         action, payload = msg[2], msg[3]
-        self.gateway.stats.messages[(self.protocol.value, action, "in")] += 1
+        self.gateway.stats.messages[(self.protocol_name, action, "in")] += 1
         try:
             if len(msg_id) > _MAX_MESSAGE_ID_LEN:
                 raise OcppError(PROTOCOL_ERROR, "MessageId longer than 36 characters")
@@ -191,10 +192,12 @@ class Session(WSListener):
         except OcppError as exc:
             # The station answered with an invalid payload: the caller learns why.
             self._complete(item, "error", error=f"{exc.code}: {exc.description}")
-            item.future.set_exception(CommandRejected(exc.code, exc.description, exc.details))
+            if not item.future.done():  # the caller may have given up (cancelled)
+                item.future.set_exception(CommandRejected(exc.code, exc.description, exc.details))
         else:
             self._complete(item, "result", response=payload)
-            item.future.set_result(payload)
+            if not item.future.done():
+                item.future.set_result(payload)
         self._send_next()
 
     def _on_call_error(self, msg: list[Any]) -> None:
@@ -206,7 +209,8 @@ class Session(WSListener):
         details = msg[4] if len(msg) > 4 and isinstance(msg[4], dict) else {}
         self.gateway.stats.call_errors[("received", code)] += 1
         self._complete(item, "error", error=f"{code}: {description}")
-        item.future.set_exception(CommandRejected(code, description, details))
+        if not item.future.done():
+            item.future.set_exception(CommandRejected(code, description, details))
         self._send_next()
 
     def _take_inflight(self, msg_id: Any) -> Outgoing | None:
@@ -220,7 +224,7 @@ class Session(WSListener):
         self._inflight = None
         if item.timer is not None:
             item.timer.cancel()
-        self.gateway.stats.messages[(self.protocol.value, item.action, "result")] += 1
+        self.gateway.stats.messages[(self.protocol_name, item.action, "result")] += 1
         return item
 
     # -- outbound --------------------------------------------------------------
@@ -274,7 +278,7 @@ class Session(WSListener):
             item.sent_at = time.perf_counter()
             item.timer = self.gateway.loop.call_later(item.timeout_s, self._on_timeout, item)
             self._inflight = item
-            self.gateway.stats.messages[(self.protocol.value, item.action, "out")] += 1
+            self.gateway.stats.messages[(self.protocol_name, item.action, "out")] += 1
             self._send(orjson.dumps([CALL, item.message_id, item.action, item.payload]))
 
     def _pop(self) -> Outgoing | None:
@@ -322,6 +326,8 @@ class Session(WSListener):
         )
 
     def _fail_all(self, exc: Exception) -> None:
+        if self._inflight is not None:
+            self._complete(self._inflight, "not_connected", error=str(exc))
         pending = [self._inflight] if self._inflight is not None else []
         pending += list(self._urgent or ()) + list(self._routine or ())
         self._inflight = self._urgent = self._routine = None

@@ -133,38 +133,36 @@ def meter_values(session: Session, p: Payload) -> Payload:
 
 
 def _emit_meter_value(session: Session, connector_id: int, tx_id: str | None, mv: Payload) -> None:
-    values = tuple(
-        SampledValue(
-            sv.get("measurand", _DEFAULT_MEASURAND),
-            float(sv["value"]),
-            sv.get("unit", "Wh" if "measurand" not in sv else None),
-            sv.get("phase"),
-            sv.get("context"),
-            sv.get("location"),
+    values = []
+    for sv in mv["sampledValue"]:
+        if sv.get("format") == "SignedData":
+            continue  # signed meter data is stored by the station's own means, not parsed
+        try:
+            value = float(sv["value"])
+        except ValueError:
+            continue  # the 1.6 schema types values as strings; non-numeric ones are skipped
+        measurand = sv.get("measurand")
+        values.append(
+            SampledValue(
+                measurand or _DEFAULT_MEASURAND,
+                value,
+                sv.get("unit", "Wh" if measurand is None else None),
+                sv.get("phase"),
+                sv.get("context"),
+                sv.get("location"),
+            )
         )
-        for sv in mv["sampledValue"]
-        if sv.get("format") != "SignedData" and _is_number(sv["value"])
-    )
-    if not values:
-        return
-    session.emit(
-        MeterSampled(
-            session.station_id,
-            connector_id,
-            parse_ts(mv["timestamp"]),
-            now(),
-            values,
-            tx_id,
+    if values:
+        session.emit(
+            MeterSampled(
+                session.station_id,
+                connector_id,
+                parse_ts(mv["timestamp"]),
+                now(),
+                tuple(values),
+                tx_id,
+            )
         )
-    )
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 def data_transfer(session: Session, p: Payload) -> Payload:

@@ -43,39 +43,55 @@ def _http_error(exc: CommandError) -> HTTPException:
 
 def _station_endpoint(name: str, body_cls: type[BaseModel]) -> None:
     async def endpoint(
-        station_id: str, body: body_cls, svc: ServicesDep, _: RoleDep,  # type: ignore[valid-type]
+        station_id: str,
+        body: body_cls,  # type: ignore[valid-type]
+        svc: ServicesDep,
+        _: RoleDep,
         timeout_s: TimeoutQuery = None,
     ) -> CommandOut:
         if station_id not in svc.fleet.stations:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown station {station_id}")
-        command: Command = body.to_command()
+        command: Command = body.to_command()  # type: ignore[attr-defined]
         try:
             result = await svc.commands.send(station_id, command, timeout_s=timeout_s)
         except CommandError as exc:
             raise _http_error(exc) from None
-        return CommandOut(status=result.status, response=result.response,
-                          duration_ms=result.duration_ms)
+        return CommandOut(
+            status=result.status, response=result.response, duration_ms=result.duration_ms
+        )
 
     endpoint.__name__ = f"command_{name}"
-    router.post(f"/stations/{{station_id}}/commands/{name}", response_model=CommandOut,
-                summary=f"{name} on one station")(endpoint)
+    router.post(
+        f"/stations/{{station_id}}/commands/{name}",
+        response_model=CommandOut,
+        summary=f"{name} on one station",
+    )(endpoint)
 
 
 def _fleet_endpoint(name: str, body_cls: type[BaseModel]) -> None:
     # the command's own fields plus `stations`
     fleet_cls = create_model(
-        f"Fleet{body_cls.__name__}", __base__=body_cls,
-        stations=(list[str] | None,
-                  Field(None, description="station ids; omitted = every connected station")),
+        f"Fleet{body_cls.__name__}",
+        __base__=body_cls,
+        stations=(
+            list[str] | None,
+            Field(None, description="station ids; omitted = every connected station"),
+        ),
     )
 
     async def endpoint(
-        body: fleet_cls, svc: ServicesDep, _: RoleDep,  # type: ignore[valid-type]
+        body: fleet_cls,
+        svc: ServicesDep,
+        _: RoleDep,
         timeout_s: TimeoutQuery = None,
     ) -> BroadcastOut:
-        command: Command = body.to_command()
-        ids = (body.stations if body.stations is not None
-               else [s for s, st in svc.fleet.stations.items() if st.connected])
+        command: Command = body.to_command()  # type: ignore[attr-defined]
+        chosen: list[str] | None = body.stations  # type: ignore[attr-defined]
+        ids = (
+            chosen
+            if chosen is not None
+            else [s for s, st in svc.fleet.stations.items() if st.connected]
+        )
         started = time.perf_counter()
         results = await svc.commands.broadcast(ids, command, timeout_s=timeout_s)
         duration_ms = (time.perf_counter() - started) * 1000.0
@@ -88,12 +104,16 @@ def _fleet_endpoint(name: str, body_cls: type[BaseModel]) -> None:
                     errors[station_id] = str(result)
             else:
                 by_status[result.status or "ok"] += 1
-        return BroadcastOut(stations=len(ids), by_status=dict(by_status),
-                            duration_ms=duration_ms, errors=errors)
+        return BroadcastOut(
+            stations=len(ids), by_status=dict(by_status), duration_ms=duration_ms, errors=errors
+        )
 
     endpoint.__name__ = f"fleet_command_{name}"
-    router.post(f"/fleet/commands/{name}", response_model=BroadcastOut,
-                summary=f"{name} on many stations at once")(endpoint)
+    router.post(
+        f"/fleet/commands/{name}",
+        response_model=BroadcastOut,
+        summary=f"{name} on many stations at once",
+    )(endpoint)
 
 
 for _name, _cls in BODIES.items():
@@ -103,5 +123,6 @@ for _name, _cls in BODIES.items():
 
 @router.post("/stations/{station_id}/commands/{command}", include_in_schema=False)
 async def unknown_command(station_id: str, command: str, _: RoleDep) -> None:
-    raise HTTPException(status.HTTP_404_NOT_FOUND,
-                        f"unknown command {command!r}; known: {', '.join(BODIES)}")
+    raise HTTPException(
+        status.HTTP_404_NOT_FOUND, f"unknown command {command!r}; known: {', '.join(BODIES)}"
+    )

@@ -14,7 +14,9 @@ router = APIRouter(prefix="/api/v1", tags=["fleet"])
 async def fleet(svc: ServicesDep, _: RoleDep) -> FleetOut:
     summary = svc.fleet.summary()
     return FleetOut(
-        stations_known=summary.stations_known, stations_connected=summary.stations_connected,
-        evses_charging=summary.evses_charging, power_w=summary.power_w,
+        stations_known=summary.stations_known,
+        stations_connected=summary.stations_connected,
+        evses_charging=summary.evses_charging,
+        power_w=summary.power_w,
         connections_by_protocol=svc.commands.protocol_counts(),
     )

@@ -1,0 +1,316 @@
+"""EventRecorder: persists fleet events in batches, off the message hot path.
+
+Cost model (the server's target is 25,000 MeterValues/s on one core):
+
+* `__call__` runs inline in the OCPP handler. It appends the event object to a
+  list and bumps a counter — no awaits, no row building, no SQLAlchemy
+  (~0.3 µs per event, benchmarks/store_write.py).
+* A flusher task wakes every `flush_interval_s`, swaps the list out and turns the
+  events into rows, a chunk of at most `max_batch_rows` rows at a time, one
+  database transaction per chunk (see evflex.store.batch for the statements).
+  State tables (stations, evses, transactions) get one coalesced row per key per
+  chunk, however many events touched it. The row work is CPU on the same core:
+  it is what the benchmark's "flush µs/msg" column measures.
+
+Failure handling ("bad input loses nothing"):
+
+* Database unreachable, locked, missing tables...: the chunk stays buffered and
+  is retried with exponential backoff (0.5 s → 30 s); new events keep queueing
+  behind it, so order is preserved. The buffer is capped at `max_buffer_rows`;
+  beyond it meter samples and heartbeats are dropped and counted. State and audit
+  events (starts, stops, status, commands, notices) are a small fraction of the
+  volume and get 10% extra room: losing one costs more than losing a sample.
+* A chunk the database *rejects* (constraint or data error, e.g. a NUL byte that
+  PostgreSQL will not store) would block everything behind it forever. It is
+  bisected — halves are retried — until the offending event is isolated; that
+  one event is logged with its content, counted in `stats.rejected_rows` and
+  skipped. Everything else is written.
+* Delivery is at-least-once: if a COMMIT succeeds but its acknowledgement is
+  lost (connection dropped at that instant), the retried chunk writes its meter
+  samples again and counts its offline transaction events twice.
+
+Durability: with the default 0.25 s interval a sample acknowledged to the
+station is committed within ~0.3 s while the database keeps up (the issue asks
+for 1 s). What "committed" survives depends on the backend: see evflex.store.db.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evflex.fleet.events import Event, MeterSampled, StationSeen
+from evflex.store.batch import Batch, Codec, TxKey, TxRow
+
+log = logging.getLogger(__name__)
+
+_MIN_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
+_LOG_EVERY_S = 10.0  # while failing or dropping, repeat the alarm at most this often
+# Committed rows of open transactions kept in memory, so progress updates need no
+# read; beyond this many (stops never seen) it is emptied and refilled on demand.
+_TX_CACHE_MAX = 100_000
+
+
+@dataclass(slots=True)
+class RecorderStats:
+    """Counters for /metrics. Plain attributes, updated in place."""
+
+    rows_written: int = 0  # rows inserted or updated, all tables
+    flushes: int = 0  # committed chunks
+    flush_failures: int = 0  # chunks that failed (each retry counts)
+    buffered_rows: int = 0  # rows waiting to be written
+    dropped_rows: int = 0  # rows refused because the buffer was full
+    rejected_rows: int = 0  # rows of events the database refused (logged, skipped)
+    last_flush_s: float = 0.0  # duration of the last committed chunk
+
+
+class EventRecorder:
+    """EventSink that turns fleet events into rows and writes them in batches."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        flush_interval_s: float = 0.25,
+        max_batch_rows: int = 20000,
+        max_buffer_rows: int = 2_000_000,
+    ) -> None:
+        if flush_interval_s <= 0 or max_batch_rows < 1 or max_buffer_rows < 1:
+            raise ValueError("flush interval and row limits must be positive")
+        self.stats = RecorderStats()
+        self.rejected: deque[tuple[Event, str]] = deque(maxlen=100)  # for inspection
+        self._engine = engine
+        self._codec = Codec(engine.dialect.name)
+        self._tx_cache: dict[TxKey, TxRow] = {}
+        self._interval = flush_interval_s
+        self._max_batch_rows = max_batch_rows
+        self._max_buffer_rows = max_buffer_rows
+        self._hard_cap = max_buffer_rows + max(1, max_buffer_rows // 10)
+        # Unwritten events, oldest first: _backlog[_pos:] then _incoming.
+        self._incoming: list[Event] = []
+        self._backlog: list[Event] = []
+        self._pos = 0
+        # Bisection state after a rejected chunk (see _after_rejection).
+        self._suspect_end = 0
+        self._event_limit = 0
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None
+        self._backoff_s = 0.0
+        self._last_alarm = 0.0
+        self._dropped_reported = 0
+
+    # -- the hot path --------------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        """Buffer one event. Synchronous, O(1), never raises."""
+        try:
+            stats = self.stats
+            if type(event) is MeterSampled:
+                rows = len(event.values)
+                if stats.buffered_rows + rows > self._max_buffer_rows:
+                    stats.dropped_rows += rows
+                    return
+            else:
+                rows = 1
+                cap = self._max_buffer_rows if type(event) is StationSeen else self._hard_cap
+                if stats.buffered_rows >= cap:
+                    stats.dropped_rows += 1
+                    return
+            self._incoming.append(event)
+            stats.buffered_rows += rows
+        except Exception:  # pragma: no cover - storage must never break message handling
+            log.exception("store: could not buffer %r", type(event).__name__)
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the periodic flusher."""
+        if self._task is None or self._task.done():
+            self._stopping.clear()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="evflex-store-flusher"
+            )
+
+    async def flush(self) -> None:
+        """Write everything buffered now. Failures are counted and logged, not raised."""
+        await self._drain()
+
+    async def stop(self, *, timeout_s: float = 10.0) -> None:
+        """Stop the flusher, then write what is left, retrying for up to `timeout_s`."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        deadline = time.monotonic() + timeout_s
+        while not await self._drain():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.error(
+                    "STORE: shutting down with %d rows not written (database unavailable)",
+                    self.stats.buffered_rows,
+                )
+                return
+            await asyncio.sleep(min(self._backoff_s or _MIN_BACKOFF_S, remaining))
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            delay = self._backoff_s or self._interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+            try:
+                await self._drain()
+            except Exception:  # pragma: no cover - _drain handles its own errors
+                log.exception("store: flusher error")
+            self._report_drops()
+
+    # -- draining ---------------------------------------------------------------------
+    async def _drain(self) -> bool:
+        """Write chunks until the buffer is empty (True) or the database fails (False)."""
+        async with self._lock:
+            while True:
+                if self._pos >= len(self._backlog):
+                    if not self._incoming:
+                        self._backlog, self._pos = [], 0
+                        return True
+                    # O(1) hand-over: the hot path appends to a fresh list meanwhile.
+                    self._backlog, self._incoming, self._pos = self._incoming, [], 0
+                    self._suspect_end = self._event_limit = 0
+                if not await self._write_next_chunk():
+                    return False
+
+    async def _write_next_chunk(self) -> bool:
+        started = time.perf_counter()
+        max_events = self._event_limit or len(self._backlog)
+        batch = Batch(self._codec)
+        end = batch.add(self._backlog, self._pos, self._max_batch_rows, max_events)
+        try:
+            async with self._engine.begin() as conn:
+                written = await batch.write(conn, self._tx_cache)
+        except Exception as exc:
+            self.stats.flush_failures += 1
+            if _is_rejection(exc):
+                self._after_rejection(end, batch.buffered_rows, exc)
+                return True
+            self._after_failure(exc)
+            return False
+        self._pos = end
+        self._remember_transactions(batch.tx_states)
+        stats = self.stats
+        stats.rows_written += written
+        stats.buffered_rows -= batch.buffered_rows
+        stats.flushes += 1
+        stats.last_flush_s = time.perf_counter() - started
+        if self._suspect_end and end >= self._suspect_end:
+            self._suspect_end = self._event_limit = 0  # the rejection did not repeat
+        self._recovered()
+        return True
+
+    def _remember_transactions(self, states: dict[TxKey, TxRow]) -> None:
+        cache = self._tx_cache
+        if len(cache) + len(states) > _TX_CACHE_MAX:
+            cache.clear()
+        for key, row in states.items():
+            if row["stopped_at"] is None:
+                cache[key] = row
+            else:
+                cache.pop(key, None)
+
+    def _after_rejection(self, end: int, rows: int, exc: Exception) -> None:
+        """Bisect a rejected chunk: halve it until the one bad event is isolated."""
+        count = end - self._pos
+        if count > 1:
+            self._suspect_end = end
+            self._event_limit = max(1, count // 2)
+            log.warning("store: database rejected a chunk of %d events, bisecting: %s", count, exc)
+            return
+        event = self._backlog[self._pos]
+        self._pos = end
+        self.stats.buffered_rows -= rows
+        self.stats.rejected_rows += rows
+        self.rejected.append((event, repr(exc)))
+        log.error("STORE: database rejected an event, skipped it: %r: %s", event, exc)
+        if end >= self._suspect_end:
+            self._suspect_end = self._event_limit = 0
+        else:
+            self._event_limit = self._suspect_end - end
+
+    def _after_failure(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._backoff_s = min(_MAX_BACKOFF_S, max(_MIN_BACKOFF_S, self._backoff_s * 2))
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._last_alarm >= _LOG_EVERY_S or self._backoff_s == _MIN_BACKOFF_S:
+            self._last_alarm = now
+            log.error(
+                "STORE WRITE FAILING for %.0f s, %d rows buffered (cap %d), retry in %.1f s: %s",
+                now - self._failing_since,
+                self.stats.buffered_rows,
+                self._max_buffer_rows,
+                self._backoff_s,
+                exc,
+            )
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.warning(
+                "store: writes recovered after %.1f s", time.monotonic() - self._failing_since
+            )
+        self._failing_since = None
+        self._backoff_s = 0.0
+
+    def _report_drops(self) -> None:
+        dropped = self.stats.dropped_rows
+        now = time.monotonic()
+        if dropped > self._dropped_reported and now - self._last_alarm >= _LOG_EVERY_S:
+            self._last_alarm = now
+            log.error(
+                "STORE BUFFER FULL: %d rows dropped so far (cap %d rows)",
+                dropped,
+                self._max_buffer_rows,
+            )
+            self._dropped_reported = dropped
+
+
+def _is_rejection(exc: BaseException) -> bool:
+    """The database refuses this data (retrying cannot help) vs. it is unavailable.
+
+    Drivers wrap each other's exceptions (SQLAlchemy's asyncpg adapter raises a
+    generic Error caused by asyncpg.DataError), so the whole cause chain is read.
+    """
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if _refuses_value(current):
+            return True
+        seen += 1
+        nxt = getattr(current, "orig", None)
+        current = nxt if isinstance(nxt, BaseException) else current.__cause__
+    return False
+
+
+# SQLSTATE classes 22 (data exception: bad encoding, out of range) and 23
+# (integrity: NOT NULL, unique) mean the row itself is refused.
+_REJECTING_SQLSTATE_CLASSES = ("22", "23")
+
+
+def _refuses_value(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
+        return True
+    if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError):
+        return True  # a bind processor failed on a value
+    # Encoders raise ValueError/TypeError/OverflowError for a value they cannot
+    # convert (sqlite3: a huge int, a lone surrogate; asyncpg: a wrong type).
+    if isinstance(exc, ValueError | TypeError | OverflowError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_REJECTING_SQLSTATE_CLASSES)
