@@ -85,11 +85,30 @@ def serve(
 
 
 @app.command()
-def demo() -> None:
-    """Run the demo (for now: the server on embedded defaults)."""
-    serve(
-        host=None, ocpp_port=None, http_port=None, db=None, allow_unknown_stations=True, config=None
+def demo(
+    headless: Annotated[bool, typer.Option(help="no live view; exit with a summary")] = False,
+    duration: Annotated[
+        float | None, typer.Option(help="seconds to run [default: until Ctrl+C]")
+    ] = None,
+    stations: Annotated[int, typer.Option(help="simulated stations")] = 200,
+    http_port: Annotated[int, typer.Option(help="REST port (0 = any free)")] = 8080,
+    ocpp_port: Annotated[int, typer.Option(help="OCPP port (0 = any free)")] = 8180,
+) -> None:
+    """Server + simulated fleet in one process, on embedded defaults (./evflex-demo.db)."""
+    from evflex.demo import DemoOptions, run_demo
+
+    logs.configure("WARNING")
+    options = DemoOptions(
+        stations=stations,
+        duration_s=duration if duration else (30.0 if headless else None),
+        headless=headless,
+        http_port=http_port,
+        ocpp_port=ocpp_port,
     )
+    summary = asyncio.run(run_demo(options, Console()))
+    if summary["stations_connected"] < stations:
+        console.print("[red]not every station connected[/red]")
+        raise typer.Exit(1)
 
 
 @token_app.command("create")
