@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     flush_interval_s: float = Field(
         0.25, gt=0, le=1.0, description="telemetry batch interval (durable within 1 s)"
     )
+    gc_freeze_interval_s: float = Field(
+        10.0, ge=0, description="freeze long-lived objects out of the GC (0 = off); see app.py"
+    )
     log_level: str = Field("INFO")
     log_format: Literal["console", "json"] = Field("console")
 

@@ -63,6 +63,7 @@ class Outgoing:
     payload: dict[str, Any]
     future: asyncio.Future[dict[str, Any]]
     timeout_s: float
+    encoded: bytes | None = None  # payload already validated and serialised (broadcasts)
     message_id: str = ""
     sent_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
@@ -235,8 +236,12 @@ class Session(WSListener):
         *,
         priority: bool = False,
         timeout_s: float | None = None,
+        encoded: bytes | None = None,
     ) -> asyncio.Future[dict[str, Any]]:
         """Queue a CALL; the future resolves with the CALLRESULT payload.
+
+        `encoded`: the payload, already validated against the schema and serialised,
+        when the same payload goes to many stations (validated once, not N times).
 
         Raises (through the future) CommandRejected, CommandTimeout or
         StationNotConnected.
@@ -245,7 +250,7 @@ class Session(WSListener):
         if self._closed:
             future.set_exception(StationNotConnected(f"{self.station_id} is not connected"))
             return future
-        item = Outgoing(action, payload, future, timeout_s or self.gateway.call_timeout_s)
+        item = Outgoing(action, payload, future, timeout_s or self.gateway.call_timeout_s, encoded)
         if priority:
             if self._urgent is None:
                 self._urgent = deque()
@@ -269,17 +274,29 @@ class Session(WSListener):
                 return
             if item.future.done():  # cancelled by its caller while queued
                 continue
-            try:
-                self.schemas.validate_request(item.action, item.payload)
-            except OcppError as exc:
-                item.future.set_exception(InvalidCommand(f"{exc.code}: {exc.description}"))
+            frame = self._encode_call(item)
+            if frame is None:
                 continue
-            item.message_id = str(next(_ids))
             item.sent_at = time.perf_counter()
             item.timer = self.gateway.loop.call_later(item.timeout_s, self._on_timeout, item)
             self._inflight = item
             self.gateway.stats.messages[(self.protocol_name, item.action, "out")] += 1
-            self._send(orjson.dumps([CALL, item.message_id, item.action, item.payload]))
+            self._send(frame)
+
+    def _encode_call(self, item: Outgoing) -> bytes | None:
+        item.message_id = str(next(_ids))
+        if item.encoded is not None:
+            return b'[2,"%s","%s",%s]' % (
+                item.message_id.encode(),
+                item.action.encode(),
+                item.encoded,
+            )
+        try:
+            self.schemas.validate_request(item.action, item.payload)
+        except OcppError as exc:
+            item.future.set_exception(InvalidCommand(f"{exc.code}: {exc.description}"))
+            return None
+        return orjson.dumps([CALL, item.message_id, item.action, item.payload])
 
     def _pop(self) -> Outgoing | None:
         if self._urgent:
