@@ -29,6 +29,8 @@ from evflex.registry import StationRegistry
 from evflex.store import db
 from evflex.store.repository import Repository
 from evflex.store.writer import EventRecorder
+from evflex.telemetry.policy import Group, Policy
+from evflex.telemetry.service import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,11 @@ class App:
         self.repository = Repository(self.engine)
         self.fleet = FleetState()
         self.hub = EventHub()
-        self.recorder = EventRecorder(self.engine, flush_interval_s=settings.flush_interval_s)
+        self.recorder = EventRecorder(
+            self.engine,
+            flush_interval_s=settings.flush_interval_s,
+            live_values_interval_s=settings.live_values_interval_s,
+        )
         self.registry = StationRegistry(self.repository, self.fleet)
         self.gateway = Gateway(
             self.registry,
@@ -82,11 +88,22 @@ class App:
         )
         self.hub.subscribe(self.fleet.apply)
         self.hub.subscribe(self.recorder)
+        self.telemetry = Telemetry(
+            self.gateway,
+            self.fleet,
+            self.hub,
+            telemetry_policy(settings),
+            concurrency=settings.telemetry_concurrency,
+        )
+        if settings.telemetry_provisioning:
+            self.hub.subscribe(self.telemetry)
         self.metrics_registry = build_registry(
-            EvflexCollector(self.gateway, self.fleet, self.recorder)
+            EvflexCollector(self.gateway, self.fleet, self.recorder, self.telemetry)
         )
         self.api = create_api(
-            Services(self.fleet, self.gateway, self.registry, self.repository),
+            Services(
+                self.fleet, self.gateway, self.registry, self.repository, telemetry=self.telemetry
+            ),
             metrics=self.metrics_text,
         )
         self.ports = Ports(0, 0)
@@ -213,6 +230,17 @@ async def _freeze_survivors(interval_s: float) -> None:
     while True:
         gc.freeze()
         await asyncio.sleep(interval_s)
+
+
+def telemetry_policy(settings: Settings) -> Policy:
+    return Policy(
+        settings.telemetry_delta_w,
+        settings.telemetry_periodic_s,
+        tuple(
+            Group(name, tuple(g.stations), g.delta_w, g.periodic_s)
+            for name, g in settings.telemetry_groups.items()
+        ),
+    )
 
 
 def _status(value: str | None) -> EvseStatus:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,16 @@ from pydantic_settings import (
 
 DEFAULT_DB = "sqlite+aiosqlite:///./evflex.db"
 _toml_path: Path | None = None
+
+
+class TelemetryGroup(BaseModel):
+    """Stations whose id matches one of `stations` (glob patterns) get this policy."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    stations: list[str] = Field(min_length=1)
+    delta_w: int = Field(gt=0)
+    periodic_s: int = Field(gt=0)
 
 
 class Settings(BaseSettings):
@@ -41,8 +51,26 @@ class Settings(BaseSettings):
     flush_interval_s: float = Field(
         0.25, gt=0, le=1.0, description="telemetry batch interval (durable within 1 s)"
     )
+    live_values_interval_s: float = Field(
+        10.0, ge=0, description="how often an EVSE's latest meter values are upserted"
+    )
     gc_freeze_interval_s: float = Field(
         10.0, ge=0, description="freeze long-lived objects out of the GC (0 = off); see app.py"
+    )
+    telemetry_provisioning: bool = Field(
+        True, description="provision grid-grade power telemetry on every boot/reconnect"
+    )
+    telemetry_delta_w: int = Field(
+        100, gt=0, description="report power changes of this many W within 1 s"
+    )
+    telemetry_periodic_s: int = Field(
+        300, gt=0, description="and report power at least every this many seconds"
+    )
+    telemetry_groups: dict[str, TelemetryGroup] = Field(
+        default_factory=dict, description="per station group overrides (first match wins)"
+    )
+    telemetry_concurrency: int = Field(
+        200, ge=1, description="stations provisioned at the same time"
     )
     log_level: str = Field("INFO")
     log_format: Literal["console", "json"] = Field("console")

@@ -209,8 +209,20 @@ _STATION_PATCH_KEYS = (
 class Batch:
     """Rows for one chunk of events, built without touching the database."""
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        live_due: dict[tuple[str, int], float] | None = None,
+        now: float = 0.0,
+        live_interval_s: float = 0.0,
+    ) -> None:
         self.codec = codec
+        # Throttle of the EVSE "latest values" upsert (see EventRecorder): per EVSE, the
+        # monotonic time before which meter readings skip the evses table. The samples
+        # themselves are always written.
+        self._live_due = live_due if live_due is not None else {}
+        self._now = now
+        self._live_interval_s = live_interval_s
         self.samples: list[tuple[Any, ...]] = []
         self.stations: dict[str, dict[str, Any]] = {}
         self.evses: dict[tuple[str, int], EvsePatch] = {}
@@ -255,7 +267,10 @@ class Batch:
                         )
                     )
                 rows += len(values)
-                if eid != 0:  # 1.6 connector 0 is the station's own meter, not an EVSE
+                # 1.6 connector 0 is the station's own meter, not an EVSE
+                if eid != 0 and self._live_due.get((sid, eid), 0.0) <= self._now:
+                    if self._live_interval_s:
+                        self._live_due[(sid, eid)] = self._now + self._live_interval_s
                     self._meter_patch(event)
             else:
                 rows += 1
