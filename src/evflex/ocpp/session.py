@@ -179,6 +179,13 @@ class Session(WSListener):
             log.exception("handler for %s from %s failed", action, self.station_id)
             self._send_error(msg_id, OcppError(INTERNAL_ERROR, f"{action} could not be processed"))
             return
+        try:
+            # our own answers are checked too: a bug here must not reach a station
+            self.schemas.validate_response(action, response)
+        except OcppError as exc:
+            log.error("%s: invalid %s response %r: %s", self.station_id, action, response, exc)
+            self._send_error(msg_id, OcppError(INTERNAL_ERROR, f"{action}: invalid response"))
+            return
         self._send(orjson.dumps([CALLRESULT, msg_id, response]))
 
     def _on_result(self, msg: list[Any]) -> None:
