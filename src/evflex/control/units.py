@@ -1,0 +1,233 @@
+"""Allocation units: what each EVSE can do right now, built once from fleet state.
+
+A `Unit` holds the numbers the allocator needs (load convention, W):
+
+    lo_w ≤ floor_w ≤ baseline_w ≤ hi_w   (typically), and the gap (0, gap_w):
+
+- gap_w: smallest non-zero |P| an AC EVSE can command, I_min·V·phases
+  (IEC 61851-1: 6 A minimum PWM current; below it the car pauses). 0 for DC/BESS.
+- floor_w: lowest power that keeps the driver's departure need and the battery's
+  SoC window intact over the activation horizon H (`departure_floor_w`); negative
+  when the unit may discharge (V2G/BESS).
+- lo_w: lowest power when the target cannot be met otherwise: a vehicle may then be
+  paused below its need, but never discharged into a shortfall nor below reserve.
+- hi_w: highest reachable power. A limit cannot make a car draw more than it wants,
+  so a plain charging EVSE has hi_w = baseline_w; setpoint-controlled units
+  (bidirectional EVSEs, BESS) can be raised to their charge limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from evflex.fleet.model import EvseStatus
+from evflex.fleet.state import FleetState
+
+Key = tuple[str, int]
+V2gBudget = Callable[[str, int], float]
+"""Remaining discharge energy allowed for the vehicle at (station_id, evse_id), Wh."""
+
+NO_DEPARTURE_LAXITY_S = 1e9
+_UNUSABLE = (EvseStatus.FAULTED, EvseStatus.UNAVAILABLE)
+
+
+def unlimited_budget(station_id: str, evse_id: int) -> float:
+    return math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class BessSpec:
+    """Protection limits of a stationary battery behind an OCPP endpoint."""
+
+    capacity_wh: float
+    max_charge_w: float
+    max_discharge_w: float
+    soc_min_pct: float = 10.0
+    soc_max_pct: float = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class EvseSpec:
+    """Static facts about an EVSE (inventory/configuration). Defaults: 11 kW AC, 3 × 16 A."""
+
+    max_w: float = 11_040.0
+    phases: int = 3
+    voltage_v: float = 230.0
+    ac: bool = True
+    min_current_a: float = 6.0
+    max_discharge_w: float = 0.0  # > 0: bidirectional (V2G-capable) EVSE
+    bess: BessSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the driver/vehicle told us. Unknown fields make the unit fully flexible."""
+
+    departure_ts: float | None = None
+    energy_need_wh: float | None = None  # still wanted by departure
+    battery_wh: float | None = None
+    reserve_pct: float = 30.0  # V2G never discharges below this SoC
+    v2g: bool = False  # vehicle capable and driver consented
+    opt_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    station_id: str
+    evse_id: int
+    baseline_w: float
+    hi_w: float
+    floor_w: float
+    lo_w: float
+    gap_w: float
+    laxity_s: float = NO_DEPARTURE_LAXITY_S  # slack before departure at full power, |·| ≤ 1e9
+    seed: int = 0  # stable per-unit hash for rotation
+    stationary: bool = False  # BESS: never departs
+
+
+def a_to_w(current_a: float, voltage_v: float, phases: int) -> float:
+    """P = I·V·n (W) for n phases at phase voltage V, unity power factor."""
+    return current_a * voltage_v * phases
+
+
+def w_to_a(power_w: float, voltage_v: float, phases: int) -> float:
+    """I = P/(V·n) (A per phase)."""
+    return power_w / (voltage_v * phases)
+
+
+def departure_floor_w(need_wh: float, left_s: float, max_w: float, horizon_s: float) -> float:
+    """Lowest power over the next H seconds that still meets the departure need (W).
+
+    Charging at p for H then at max_w until departure delivers p·H + max_w·(T − H),
+    which must reach E: p ≥ (3600·E − max_w·(T − H))/H, clamped to [0, max_w].
+    If departure is within H: p ≥ 3600·E/T. E in Wh, T = `left_s`, H = `horizon_s`.
+    """
+    if need_wh <= 0:
+        return 0.0
+    if left_s <= horizon_s:
+        return max_w if left_s <= 0 else min(max_w, 3600.0 * need_wh / left_s)
+    return min(max_w, max(0.0, (3600.0 * need_wh - max_w * (left_s - horizon_s)) / horizon_s))
+
+
+def laxity_s(need_wh: float, left_s: float, max_w: float) -> float:
+    """Slack before departure: T − 3600·E/max_w (s). Negative: the need cannot be met."""
+    return left_s - (3600.0 * need_wh / max_w if max_w > 0 else 0.0)
+
+
+def v2g_discharge_w(
+    spec: EvseSpec,
+    session: SessionInfo,
+    soc_pct: float | None,
+    left_s: float | None,
+    need_wh: float,
+    horizon_s: float,
+    budget_wh: float,
+) -> float:
+    """Discharge power a vehicle can sustain for H seconds without harm (W, ≥ 0).
+
+    d = min(P_dis, 3600·C·(SoC − reserve)/100/H, 3600·B/H, (P_max·(T − H) − 3600·E)/H):
+    EVSE rating, SoC reserve (C battery Wh, SoC in %), V2G budget B (Wh), and the
+    departure need E (Wh) still reachable at P_max after discharging. 0 when the
+    vehicle is not V2G-enabled or its SoC/capacity is unknown.
+    """
+    if not session.v2g or spec.max_discharge_w <= 0 or soc_pct is None or not session.battery_wh:
+        return 0.0
+    caps = [
+        spec.max_discharge_w,
+        3600.0 * session.battery_wh * (soc_pct - session.reserve_pct) / 100.0 / horizon_s,
+        3600.0 * budget_wh / horizon_s,
+    ]
+    if left_s is not None:
+        caps.append((spec.max_w * (left_s - horizon_s) - 3600.0 * need_wh) / horizon_s)
+    return max(0.0, min(caps))
+
+
+def ev_unit(
+    key: Key,
+    baseline_w: float,
+    spec: EvseSpec,
+    session: SessionInfo,
+    soc_pct: float | None,
+    now: float,
+    horizon_s: float,
+    budget_wh: float = math.inf,
+) -> Unit:
+    """The unit for an EVSE with a vehicle charging (see the module docstring for bounds)."""
+    gap = a_to_w(spec.min_current_a, spec.voltage_v, spec.phases) if spec.ac else 0.0
+    need = session.energy_need_wh or 0.0
+    left = None if session.departure_ts is None else session.departure_ts - now
+    floor = 0.0 if left is None else departure_floor_w(need, left, spec.max_w, horizon_s)
+    if 0.0 < floor < gap:
+        floor = gap  # an AC EVSE cannot run between 0 and its minimum current
+    dis = v2g_discharge_w(spec, session, soc_pct, left, need, horizon_s, budget_wh)
+    if dis < gap:
+        dis = 0.0  # AC discharge also has a minimum current: less than that is none
+    if floor <= 0.0 < dis:
+        floor = -dis
+    hi = spec.max_w if dis > 0 else max(baseline_w, 0.0)
+    lax = NO_DEPARTURE_LAXITY_S if left is None else laxity_s(need, left, spec.max_w)
+    lax = max(-NO_DEPARTURE_LAXITY_S, min(NO_DEPARTURE_LAXITY_S, lax))
+    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key))
+
+
+def bess_unit(
+    key: Key, baseline_w: float, bess: BessSpec, soc_pct: float, horizon_s: float
+) -> Unit:
+    """A stationary battery: charge/discharge within its protection limits and SoC window.
+
+    hi = min(P_ch, 3600·C·(SoC_max − SoC)/100/H)
+    floor = lo = −min(P_dis, 3600·C·(SoC − SoC_min)/100/H)   (C in Wh, SoC in %, H in s).
+    """
+    energy_s = 3600.0 * bess.capacity_wh / 100.0 / horizon_s
+    hi = max(0.0, min(bess.max_charge_w, energy_s * (bess.soc_max_pct - soc_pct)))
+    dis = max(0.0, min(bess.max_discharge_w, energy_s * (soc_pct - bess.soc_min_pct)))
+    return Unit(*key, baseline_w, hi, -dis, -dis, 0.0, NO_DEPARTURE_LAXITY_S, _seed(key), True)
+
+
+def units_from_fleet(
+    fleet: FleetState,
+    baseline: Mapping[Key, float],
+    specs: Mapping[Key, EvseSpec],
+    sessions: Mapping[Key, SessionInfo],
+    now: float,
+    *,
+    horizon_s: float = 900.0,
+    budget: V2gBudget = unlimited_budget,
+    default_spec: EvseSpec = EvseSpec(),
+) -> list[Unit]:
+    """One unit per controllable EVSE of the connected stations.
+
+    Included: EVSEs with an active transaction (vehicles) and EVSEs whose spec is a
+    BESS with a known SoC. Excluded: faulted/unavailable EVSEs and opted-out drivers.
+    Baseline power defaults to the EVSE's last measured power.
+    """
+    units: list[Unit] = []
+    for station in fleet.stations.values():
+        if not station.connected:
+            continue
+        for evse in station.evses.values():
+            key = (station.station_id, evse.evse_id)
+            spec = specs.get(key, default_spec)
+            if evse.status in _UNUSABLE:
+                continue
+            base = baseline.get(key, evse.power_w or 0.0)
+            if spec.bess is not None and evse.soc_pct is not None:
+                units.append(bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s))
+            elif spec.bess is None and evse.transaction is not None:
+                session = sessions.get(key, SessionInfo())
+                if not session.opt_out:
+                    budget_wh = budget(*key)
+                    units.append(
+                        ev_unit(key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh)
+                    )
+    return units
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _seed(key: Key) -> int:
+    """Stable across processes (unlike `hash(str)`), so a rotation can be replayed."""
+    return zlib.crc32(f"{key[0]}/{key[1]}".encode())
