@@ -71,7 +71,8 @@ async def test_unanswered_call_times_out_then_next_queued_call_is_sent(version: 
     ):
         late = cp.hold("Reset")
         stuck = asyncio.create_task(h.gateway.send("CP", c.Reset("hard")))
-        queued = asyncio.create_task(h.gateway.send("CP", c.UnlockConnector(1)))
+        # its own deadline is longer: time in the queue counts against it
+        queued = asyncio.create_task(h.gateway.send("CP", c.UnlockConnector(1), timeout_s=5))
         first = await cp.expect_call("Reset")
         assert h.gateway.sessions["CP"].queued == 2
         with pytest.raises(c.CommandTimeout):
@@ -295,3 +296,22 @@ async def test_command_log_records_the_exchange() -> None:
         assert 0.0 <= logged.duration_ms <= result.duration_ms
         # sent_at is when the CALL went out: after `before`, give or take clock granularity
         assert before - timedelta(milliseconds=5) <= logged.sent_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("version", [V16, V201])
+async def test_time_waiting_in_the_queue_counts_against_the_timeout(version: str) -> None:
+    """A REST caller's timeout bounds the whole wait, not just the time on the wire."""
+    async with (
+        asyncio.timeout(10),
+        running_gateway(call_timeout_s=5) as h,
+        h.station("CP", version) as cp,
+    ):
+        cp.hold("Reset")
+        blocker = asyncio.create_task(h.gateway.send("CP", c.Reset("hard")))
+        await cp.expect_call("Reset")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(c.CommandTimeout, match="queue included"):
+            await h.gateway.send("CP", c.UnlockConnector(1), timeout_s=0.3)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert h.gateway.sessions["CP"].queued == 1  # the abandoned call left the queue
+        blocker.cancel()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,12 @@ async def _wait_port(port: int, proc: asyncio.subprocess.Process, timeout_s: flo
     raise AssertionError(f"nothing listening on {port} after {timeout_s} s")
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    db = f"sqlite+aiosqlite:///{tmp_path / 'evflex.db'}"
+@asynccontextmanager
+async def running_server(workdir: Path) -> AsyncIterator[Server]:
+    """`evflex serve` on loopback with a fresh SQLite database in `workdir`, and an admin token."""
+    db = f"sqlite+aiosqlite:///{workdir / 'evflex.db'}"
     ocpp_port, http_port = free_port(), free_port()
-    log = (tmp_path / "server.log").open("wb")
+    log = (workdir / "server.log").open("wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "evflex", "serve", "--host", "127.0.0.1",
@@ -83,22 +85,39 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     try:
-        await _wait_port(ocpp_port, proc, 30)
-        await _wait_port(http_port, proc, 30)
+        try:
+            await _wait_port(ocpp_port, proc, 30)
+            await _wait_port(http_port, proc, 30)
+        except AssertionError as exc:
+            tail = (workdir / "server.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"{exc}; end of server.log:\n{tail}") from None
         token = await _token(db)
         yield Server(f"ws://127.0.0.1:{ocpp_port}/ocpp", f"http://127.0.0.1:{http_port}", token)
     finally:
-        proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await asyncio.wait_for(proc.wait(), 5)
-        log.close()
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await asyncio.wait_for(proc.wait(), 5)
+        finally:
+            log.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with running_server(tmp_path) as started:
+        yield started
 
 
 async def poll(
-    client: httpx.AsyncClient, path: str, done: Callable[[Any], bool], timeout_s: float
+    client: httpx.AsyncClient,
+    path: str,
+    done: Callable[[Any], bool],
+    timeout_s: float,
+    every_s: float = 0.5,
 ) -> Any:
     """GET `path` until `done(body)`; the server is another process, so poll with a deadline."""
     deadline = time.monotonic() + timeout_s
@@ -109,7 +128,7 @@ async def poll(
         body = response.json()
         if done(body):
             return body
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(every_s)
     raise AssertionError(f"{path} never satisfied the condition; last answer: {body}")
 
 

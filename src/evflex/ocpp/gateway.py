@@ -31,6 +31,7 @@ from evflex.fleet.commands import (
     Command,
     CommandError,
     CommandResult,
+    CommandTimeout,
     InvalidCommand,
     StationNotConnected,
 )
@@ -234,10 +235,20 @@ class Gateway:
         started = time.perf_counter()
         steps = adapter.plan(command)
         responses: list[dict[str, Any]] = []
+        # The timeout bounds the whole wait, queueing behind other calls included:
+        # the per-call timer alone starts only when the frame is sent.
+        deadline = self.loop.time() + (timeout_s or self.call_timeout_s)
         for action, payload in steps:
-            responses.append(
-                await session.call(action, payload, priority=priority, timeout_s=timeout_s)
-            )
+            future = session.call(action, payload, priority=priority, timeout_s=timeout_s)
+            try:
+                responses.append(
+                    await asyncio.wait_for(future, max(0.0, deadline - self.loop.time()))
+                )
+            except TimeoutError:
+                raise CommandTimeout(
+                    f"{station_id}: {action} not answered within "
+                    f"{timeout_s or self.call_timeout_s:g} s (queue included)"
+                ) from None
         result = adapter.interpret(command, responses)
         return CommandResult(
             result.status, result.response, (time.perf_counter() - started) * 1000.0

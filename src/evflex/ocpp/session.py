@@ -272,7 +272,9 @@ class Session(WSListener):
 
     @property
     def queued(self) -> int:
-        return len(self._urgent or ()) + len(self._routine or ()) + (self._inflight is not None)
+        # abandoned (cancelled) calls stay in the deque until popped; they do not count
+        waiting = [*(self._urgent or ()), *(self._routine or ())]
+        return sum(1 for item in waiting if not item.future.done()) + (self._inflight is not None)
 
     def _send_next(self) -> None:
         while self._inflight is None and not self._closed:
