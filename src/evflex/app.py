@@ -94,6 +94,7 @@ class App:
             self.hub,
             telemetry_policy(settings),
             concurrency=settings.telemetry_concurrency,
+            rate_per_s=settings.telemetry_rate_per_s,
         )
         if settings.telemetry_provisioning:
             self.hub.subscribe(self.telemetry)

@@ -1,4 +1,4 @@
-"""Command line: `evflex serve | demo | sim | bench | token | db | config | stations`."""
+"""Command line: `evflex serve | demo | readiness | sim | bench | token | db | config | ...`."""
 
 from __future__ import annotations
 
@@ -109,6 +109,84 @@ def demo(
     if summary["stations_connected"] < stations:
         console.print("[red]not every station connected[/red]")
         raise typer.Exit(1)
+
+
+@app.command()
+def readiness(
+    url: Annotated[
+        str, typer.Option(help="the running server's API", envvar="EVFLEX_URL")
+    ] = "http://127.0.0.1:8080",
+    token: Annotated[
+        str | None, typer.Option(help="API token [env EVFLEX_TOKEN]", envvar="EVFLEX_TOKEN")
+    ] = None,
+    models: Annotated[
+        bool, typer.Option("--models", help="per vendor/model/firmware instead of per station")
+    ] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+) -> None:
+    """Telemetry readiness (PowerBank rules) per station or per hardware model.
+
+    Asks the running server: readiness is judged from live observation (what each
+    station actually reports), which only the server process holds.
+    """
+    import httpx
+
+    if token is None:
+        console.print("[red]an API token is needed:[/red] --token or EVFLEX_TOKEN")
+        raise typer.Exit(2)
+    path = "/api/v1/readiness/models" if models else "/api/v1/readiness"
+    try:
+        r = httpx.get(
+            url.rstrip("/") + path,
+            params={"format": "csv"} if as_csv else None,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {url}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if r.status_code != 200:
+        console.print(f"[red]{r.status_code}:[/red] {r.text}")
+        raise typer.Exit(1)
+    if as_csv:
+        sys.stdout.write(r.text)
+        return
+    out = Console()
+    out.print(_models_table(r.json()) if models else _readiness_table(r.json()))
+
+
+def _readiness_table(items: list[dict[str, object]]) -> Table:
+    table = Table("station", "verdict", "vendor / model / firmware", "reasons")
+    counts: dict[str, int] = {}
+    for x in items:
+        counts[str(x["verdict"])] = counts.get(str(x["verdict"]), 0) + 1
+        hw = " / ".join(str(x.get(k) or "?") for k in ("vendor", "model", "firmware"))
+        reasons = x.get("reasons") or []
+        assert isinstance(reasons, list)
+        table.add_row(str(x["station_id"]), str(x["verdict"]), hw, "\n".join(reasons))
+    table.title = "readiness: " + (
+        ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) or "no stations"
+    )
+    return table
+
+
+def _models_table(items: list[dict[str, object]]) -> Table:
+    table = Table(
+        "vendor", "model", "firmware", "stations", "ready", "most common reasons",
+        title="readiness per hardware model",
+    )  # fmt: skip
+    for m in items:
+        reasons = m.get("top_reasons") or []
+        assert isinstance(reasons, list)
+        table.add_row(
+            str(m.get("vendor") or "?"),
+            str(m.get("model") or "?"),
+            str(m.get("firmware") or "?"),
+            str(m["stations"]),
+            f"{float(str(m['share_ready'])):.0%}",
+            "\n".join(f"{r['reason']} ({r['stations']})" for r in reasons),
+        )
+    return table
 
 
 @token_app.command("create")

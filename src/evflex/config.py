@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     telemetry_concurrency: int = Field(
         200, ge=1, description="stations provisioned at the same time"
     )
+    telemetry_rate_per_s: float = Field(
+        400.0, ge=0, description="provisioning runs started per second at most (0 = unpaced)"
+    )
     log_level: str = Field("INFO")
     log_format: Literal["console", "json"] = Field("console")
 

@@ -25,6 +25,7 @@ from evflex.app import App
 from evflex.config import Settings
 from evflex.fleet.credentials import generate_password
 from evflex.sim import Fleet, FleetConfig, SessionConfig, SessionMode, station_ids
+from evflex.telemetry.readiness import counts
 
 DEMO_DB = Path("evflex-demo.db")
 
@@ -82,9 +83,8 @@ def _fleet_config(options: DemoOptions, ocpp_port: int) -> FleetConfig:
         password=generate_password(),
         # every station gets an EV as it boots: fleet power ramps up as the fleet connects
         sessions=SessionConfig(mode=SessionMode.ALL, speed=options.speed),
-        # until telemetry provisioning exists the stations start with grid-grade settings
-        meter_interval_s=10,
-        delta_w=200,
+        # the stations start with factory settings: evflex provisions grid-grade
+        # telemetry (delta 100 W, periodic 300 s) as each one boots
     )
 
 
@@ -131,7 +131,11 @@ async def _summary(app: App, fleet: Fleet) -> dict[str, Any]:
     await app.recorder.flush()
     s = app.fleet.summary()
     sim = fleet.counters()
+    verdicts = counts(app.telemetry.readiness())
+    fresh = app.telemetry.freshness()
     return {
+        **{f"readiness_{verdict}": n for verdict, n in verdicts.items()},
+        "power_known_within_5s": f"{fresh.share_within_5s:.0%}",
         "stations_connected": s.stations_connected,
         "sessions_active": _sessions(app),
         "evses_charging": s.evses_charging,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -15,6 +17,11 @@ from evflex.fleet.state import FleetState
 from evflex.ocpp.gateway import Gateway
 from evflex.ocpp.stats import LATENCY_BUCKETS_S
 from evflex.store.writer import EventRecorder
+from evflex.telemetry.freshness import freshness
+from evflex.telemetry.readiness import counts
+
+if TYPE_CHECKING:
+    from evflex.telemetry.service import Telemetry
 
 
 class EvflexCollector(Collector):
@@ -23,10 +30,12 @@ class EvflexCollector(Collector):
         gateway: Gateway,
         fleet: FleetState,
         recorder: EventRecorder,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._gateway = gateway
         self._fleet = fleet
         self._recorder = recorder
+        self._telemetry = telemetry
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         stats = self._gateway.stats
@@ -86,11 +95,40 @@ class EvflexCollector(Collector):
             sum_value=stats.latency_sum_s,
         )
 
-    def _fleet_metrics(self) -> Iterator[GaugeMetricFamily]:
+    def _fleet_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         summary = self._fleet.summary()
         yield _gauge("evflex_fleet_stations_known", "registered stations", summary.stations_known)
         yield _gauge("evflex_fleet_evses_charging", "EVSEs charging", summary.evses_charging)
         yield _gauge("evflex_fleet_power_watts", "total active power", summary.power_w)
+        fresh = freshness(self._fleet, datetime.now(UTC))
+        share = GaugeMetricFamily(
+            "evflex_fleet_power_fresh_share",
+            "share of charging EVSEs whose power value is at most this old",
+            labels=["within"],
+        )
+        share.add_metric(["1s"], fresh.share_within_1s)
+        share.add_metric(["5s"], fresh.share_within_5s)
+        yield share
+        ages = [a.power_age_s for a in fresh.ages if a.power_age_s is not None]
+        yield _gauge(
+            "evflex_fleet_power_age_max_seconds",
+            "oldest power value among charging EVSEs",
+            max(ages, default=0.0),
+        )
+        if self._telemetry is not None:
+            verdicts = GaugeMetricFamily(
+                "evflex_telemetry_readiness_stations",
+                "stations by telemetry readiness verdict",
+                labels=["verdict"],
+            )
+            for verdict, n in counts(self._telemetry.readiness()).items():
+                verdicts.add_metric([verdict], n)
+            yield verdicts
+            yield _counter(
+                "evflex_telemetry_provisioning_runs",
+                "telemetry provisioning runs",
+                self._telemetry.provisioner.runs,
+            )
 
     def _store_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self._recorder.stats

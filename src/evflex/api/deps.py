@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from evflex.fleet.commands import Command, CommandError, CommandPort, CommandResult
 from evflex.fleet.state import FleetState
+from evflex.telemetry.readiness import ModelReadiness, StationReadiness
 
 
 class Broadcaster(CommandPort, Protocol):
@@ -56,12 +57,19 @@ class History(Protocol):
     async def verify_token(self, token: str) -> str | None: ...
 
 
+class ReadinessSource(Protocol):
+    def readiness(self, now: datetime | None = None) -> list[StationReadiness]: ...
+    def models(self, now: datetime | None = None) -> list[ModelReadiness]: ...
+    async def withdraw(self, station_id: str) -> None: ...
+
+
 @dataclass
 class Services:
     fleet: FleetState
     commands: Broadcaster
     registry: Registry
     history: History
+    telemetry: ReadinessSource | None = None
     token_cache_s: float = 30.0
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 

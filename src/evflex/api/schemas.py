@@ -42,6 +42,9 @@ class EvseOut(BaseModel):
     status_at: datetime | None
     power_w: float | None
     power_measured_at: datetime | None
+    power_age_s: float | None = Field(
+        None, description="age of the power value (now − station's measurement time)"
+    )
     energy_wh: float | None
     soc_pct: float | None
     transaction: TransactionOut | None
@@ -70,6 +73,45 @@ class FleetOut(BaseModel):
     evses_charging: int
     power_w: float
     connections_by_protocol: dict[str, int]
+    freshness: FreshnessOut | None = None
+
+
+class EvseAgeOut(BaseModel):
+    station_id: str
+    evse_id: int
+    power_age_s: float | None
+
+
+class FreshnessOut(BaseModel):
+    evses_charging: int
+    share_known_within_1s: float = Field(description="charging EVSEs with power ≤ 1 s old")
+    share_known_within_5s: float
+    power_ages: list[EvseAgeOut] = Field(description="per charging EVSE")
+
+
+class ReadinessOut(BaseModel):
+    station_id: str
+    verdict: str = Field(description="ready | partial | not_ready | unknown")
+    reasons: list[str] = Field(description="machine-readable requirement:cause[:item]")
+    vendor: str | None
+    model: str | None
+    firmware: str | None
+    protocol: str | None
+
+
+class ReasonCount(BaseModel):
+    reason: str
+    stations: int
+
+
+class ModelReadinessOut(BaseModel):
+    vendor: str | None
+    model: str | None
+    firmware: str | None
+    stations: int
+    share_ready: float
+    verdicts: dict[str, int]
+    top_reasons: list[ReasonCount]
 
 
 class CommandOut(BaseModel):

@@ -102,6 +102,8 @@ def execute(name: str, options: BenchOptions, runs: int, out: Path | None) -> di
                 err.print(f"[yellow]{label}: {background} background cores: redone[/yellow]")
                 discarded.append(record)
                 continue
+            if noisy(record, options.max_background):
+                record["notes"].append("noisy run kept: --retries exhausted")
             records.append(record)
 
     try:

@@ -207,9 +207,9 @@ class EvflexServer:
         for port in (self.ocpp_port, self.http_port):
             while True:
                 if self._proc is not None and self._proc.poll() is not None:
-                    raise RuntimeError(f"evflex serve exited early:\n{self.log_tail()}")
+                    raise RuntimeError("evflex serve exited early")  # the caller appends the log
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"evflex serve not ready in time:\n{self.log_tail()}")
+                    raise RuntimeError("evflex serve not ready in time")
                 try:
                     _, writer = await asyncio.open_connection(HOST, port)
                 except OSError:

@@ -139,6 +139,53 @@ class GetCompositeSchedule:
     unit: Literal["W", "A"] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """A variable monitor (2.0.1 N04): notify on a `kind` condition of a component variable.
+
+    `kind`: "Delta" (value = change that triggers), "Periodic" (value = seconds),
+    "PeriodicClockAligned", "UpperThreshold", "LowerThreshold". `severity` 0 (danger)
+    … 9 (debug); `transaction`: only active during a transaction. `monitor_id` set
+    replaces that monitor.
+    """
+
+    component: str
+    variable: str
+    kind: str
+    value: float
+    severity: int = 8
+    transaction: bool = False
+    evse_id: int | None = None
+    monitor_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetMonitoringReport:
+    """2.0.1 GetMonitoringReport (N02): the monitors arrive later in monitoring reports.
+
+    `kinds` narrows to "Delta"/"Periodic"/"Threshold" monitors; `variables`
+    narrows to these component variables.
+    """
+
+    request_id: int
+    kinds: tuple[Literal["Delta", "Periodic", "Threshold"], ...] = ()
+    variables: tuple[VariableRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetVariableMonitoring:
+    """2.0.1 SetVariableMonitoring (N04); the result lists one outcome per item."""
+
+    items: tuple[Monitor, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClearVariableMonitoring:
+    """2.0.1 ClearVariableMonitoring (N06) by monitor id."""
+
+    monitor_ids: tuple[int, ...]
+
+
 Command = (
     StartTransaction
     | StopTransaction
@@ -152,6 +199,9 @@ Command = (
     | SetChargingProfile
     | ClearChargingProfile
     | GetCompositeSchedule
+    | GetMonitoringReport
+    | SetVariableMonitoring
+    | ClearVariableMonitoring
 )
 
 

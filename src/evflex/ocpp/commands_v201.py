@@ -29,8 +29,16 @@ ACTIONS = frozenset(
         "SetChargingProfile",
         "ClearChargingProfile",
         "GetCompositeSchedule",
+        "GetMonitoringReport",
+        "SetVariableMonitoring",
+        "ClearVariableMonitoring",
     }
 )
+_CRITERIA = {
+    "Delta": "DeltaMonitoring",
+    "Periodic": "PeriodicMonitoring",
+    "Threshold": "ThresholdMonitoring",
+}
 
 
 def plan(command: c.Command) -> list[Call]:
@@ -115,7 +123,44 @@ def plan(command: c.Command) -> list[Call]:
             if unit is not None:
                 p["chargingRateUnit"] = unit
             return [("GetCompositeSchedule", p)]
+        case c.GetMonitoringReport(request_id=request_id, kinds=kinds, variables=variables):
+            p = {"requestId": request_id}
+            if kinds:
+                p["monitoringCriteria"] = [_CRITERIA[k] for k in kinds]
+            if variables:
+                p["componentVariable"] = [
+                    {
+                        "component": _component(v.component, v.evse_id),
+                        "variable": {"name": v.variable},
+                    }
+                    for v in variables
+                ]
+            return [("GetMonitoringReport", p)]
+        case c.SetVariableMonitoring(items=monitors):
+            if not monitors:
+                raise c.InvalidCommand("no monitors to set")
+            return [
+                ("SetVariableMonitoring", {"setMonitoringData": [_monitor(m) for m in monitors]})
+            ]
+        case c.ClearVariableMonitoring(monitor_ids=ids):
+            if not ids:
+                raise c.InvalidCommand("no monitor ids to clear")
+            return [("ClearVariableMonitoring", {"id": list(ids)})]
     raise c.CommandNotSupported(f"{type(command).__name__} has no OCPP 2.0.1 equivalent")
+
+
+def _monitor(m: c.Monitor) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "value": m.value,
+        "type": m.kind,
+        "severity": m.severity,
+        "transaction": m.transaction,
+        "component": _component(m.component, m.evse_id),
+        "variable": {"name": m.variable},
+    }
+    if m.monitor_id is not None:
+        p["id"] = m.monitor_id
+    return p
 
 
 def _component(name: str | None, evse_id: int | None) -> dict[str, Any]:
@@ -194,5 +239,36 @@ def interpret(command: c.Command, responses: list[dict[str, Any]]) -> c.CommandR
             else next((s for s in statuses if s != "Accepted"), None)
         )
         return c.CommandResult(status, response)
+    if isinstance(command, c.SetVariableMonitoring | c.ClearVariableMonitoring):
+        return _monitoring_result(command, response)
     status = response.get("status")
     return c.CommandResult(status if isinstance(status, str) else None, response)
+
+
+def _monitoring_result(
+    command: c.SetVariableMonitoring | c.ClearVariableMonitoring, response: dict[str, Any]
+) -> c.CommandResult:
+    """Version-neutral `results`: one {status, monitor_id, ...} per item, in request order."""
+    results: list[dict[str, Any]] = []
+    if isinstance(command, c.SetVariableMonitoring):
+        for r in response.get("setMonitoringResult", []):
+            comp = r.get("component", {})
+            results.append(
+                {
+                    "status": r.get("status"),
+                    "monitor_id": r.get("id"),
+                    "kind": r.get("type"),
+                    "severity": r.get("severity"),
+                    "component": comp.get("name"),
+                    "evse_id": (comp.get("evse") or {}).get("id"),
+                    "variable": r.get("variable", {}).get("name"),
+                }
+            )
+    else:
+        results = [
+            {"status": r.get("status"), "monitor_id": r.get("id")}
+            for r in response.get("clearMonitoringResult", [])
+        ]
+    statuses = [r["status"] for r in results]
+    status = next((s for s in statuses if s != "Accepted"), "Accepted" if statuses else None)
+    return c.CommandResult(status, {"results": results})

@@ -202,6 +202,77 @@ def data_transfer(session: Session, p: Payload) -> Payload:
     return {"status": "UnknownVendorId"}
 
 
+_POWER = "Power.Active.Import"
+# N07 Delta alerts become change-triggered samples, N08 Periodic events periodic ones
+_EVENT_CONTEXT = {"Delta": "Trigger", "Periodic": "Sample.Periodic", "Alerting": "Trigger"}
+
+
+def notify_event(session: Session, p: Payload) -> Payload:
+    """N07/N08: monitor events. EVSE.Power events are power samples; the rest are notices."""
+    received = now()
+    other = []
+    for ev in p["eventData"]:
+        comp = ev["component"]
+        evse = comp.get("evse")
+        if comp["name"] == "EVSE" and evse and ev["variable"]["name"] == "Power":
+            try:
+                value = float(ev["actualValue"])
+            except ValueError:
+                other.append(ev)
+                continue
+            session.emit(
+                MeterSampled(
+                    session.station_id,
+                    evse["id"],
+                    parse_ts(ev["timestamp"]),
+                    received,
+                    (
+                        SampledValue(
+                            _POWER, value, "W", None, _EVENT_CONTEXT.get(ev["trigger"], "Other")
+                        ),
+                    ),
+                    ev.get("transactionId"),
+                )
+            )
+        else:
+            other.append(ev)
+    if other:
+        session.emit(StationNotice(session.station_id, "event", received, {"events": other}))
+    return {}
+
+
+def notify_monitoring_report(session: Session, p: Payload) -> Payload:
+    """N02 report part → a "monitoring_report" notice with version-neutral monitors."""
+    monitors = [
+        {
+            "monitor_id": m["id"],
+            "component": entry["component"]["name"],
+            "evse_id": (entry["component"].get("evse") or {}).get("id"),
+            "variable": entry["variable"]["name"],
+            "kind": m["type"],
+            "value": m["value"],
+            "severity": m["severity"],
+            "transaction": m["transaction"],
+        }
+        for entry in p.get("monitor") or ()
+        for m in entry["variableMonitoring"]
+    ]
+    session.emit(
+        StationNotice(
+            session.station_id,
+            "monitoring_report",
+            now(),
+            {
+                "request_id": p["requestId"],
+                "seq_no": p["seqNo"],
+                "more": bool(p.get("tbc", False)),
+                "monitors": monitors,
+            },
+        )
+    )
+    return {}
+
+
 def _notice(kind: str) -> Handler:
     def handle(session: Session, p: Payload) -> Payload:
         session.emit(StationNotice(session.station_id, kind, now(), dict(p)))
@@ -219,6 +290,8 @@ HANDLERS: dict[str, Handler] = {
     "MeterValues": meter_values,
     "DataTransfer": data_transfer,
     "NotifyReport": _notice("report"),
+    "NotifyEvent": notify_event,
+    "NotifyMonitoringReport": notify_monitoring_report,
     "SecurityEventNotification": _notice("security_event"),
     "FirmwareStatusNotification": _notice("firmware_status"),
     "LogStatusNotification": _notice("log_status"),

@@ -20,6 +20,8 @@ from evflex.api.schemas import (
 from evflex.fleet.credentials import WeakPasswordError, generate_password
 from evflex.fleet.errors import DuplicateStation
 from evflex.fleet.model import Station
+from evflex.telemetry.clock import utcnow
+from evflex.telemetry.freshness import power_age_s
 
 router = APIRouter(prefix="/api/v1/stations", tags=["stations"])
 
@@ -89,6 +91,8 @@ async def get_station(station_id: str, svc: ServicesDep, _: RoleDep) -> StationO
 @router.delete("/{station_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_station(station_id: str, svc: ServicesDep, _: RoleDep) -> None:
     _known(svc, station_id)
+    if svc.telemetry is not None:
+        await svc.telemetry.withdraw(station_id)  # N06: clear the monitors we set
     await svc.registry.remove(station_id)
 
 
@@ -170,6 +174,7 @@ def _evse(e: Any) -> EvseOut:
         status_at=e.status_at,
         power_w=e.power_w,
         power_measured_at=e.power_measured_at,
+        power_age_s=power_age_s(e.power_measured_at, utcnow()),
         energy_wh=e.energy_wh,
         soc_pct=e.soc_pct,
         transaction=TransactionOut(
