@@ -104,7 +104,18 @@ def spawn_pinned(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             preexec_fn=_child_setup(cpu),
+            env=_server_env(),
         )
+
+
+def _server_env() -> dict[str, str]:
+    """The core scenarios measure the OCPP path, so telemetry provisioning (issue 4's
+    GetConfiguration/monitoring calls after every boot) is off unless the caller's
+    environment sets EVFLEX_TELEMETRY_PROVISIONING; benchmarks/telemetry_provisioning.py
+    measures provisioning itself."""
+    env = dict(os.environ)
+    env.setdefault("EVFLEX_TELEMETRY_PROVISIONING", "false")
+    return env
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
