@@ -290,12 +290,20 @@ class Gateway:
                 encoded=prep.encoded,
             )
             pending[station_id] = (future, prep.adapter)
+        if pending:
+            # one suspension for the whole fleet instead of one wake-up per station
+            await asyncio.wait([future for future, _ in pending.values()])
         for station_id, (future, adapter) in pending.items():
-            try:
-                response = await future
-            except CommandError as exc:
-                results[station_id] = exc
+            if future.cancelled():
+                results[station_id] = CommandError("cancelled")
                 continue
+            exc = future.exception()
+            if exc is not None:
+                results[station_id] = (
+                    exc if isinstance(exc, CommandError) else CommandError(str(exc))
+                )
+                continue
+            response = future.result()
             interpreted = adapter.interpret(command, [response])
             results[station_id] = CommandResult(
                 interpreted.status, interpreted.response, (time.perf_counter() - started) * 1000.0
