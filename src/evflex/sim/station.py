@@ -352,7 +352,16 @@ class Station(Link):
     def _ac_to_watts(self, limit: float, amps: bool, phases: int | None) -> float:
         if not amps:
             return limit
-        return limit * physics.VOLTS_AC * min(self.model.phases, phases or self.model.phases)
+        # An amp limit is per phase (OCPP): in watts it depends on the phases actually in
+        # use, which a single-phase car on a three-phase charger reduces to one.
+        return limit * physics.VOLTS_AC * self._phases_in_use(phases)
+
+    def _phases_in_use(self, limit_phases: int | None) -> int:
+        phases = min(self.model.phases, limit_phases or self.model.phases)
+        for evse in self.evses:  # the simulated stations have one EVSE
+            if evse.ev is not None:
+                return min(phases, evse.ev.phases)
+        return phases
 
     def _dc_to_watts(self, limit: float, amps: bool, phases: int | None) -> float:
         return limit * self.model.dc_voltage_v if amps else limit
@@ -362,7 +371,7 @@ class Station(Link):
         if not amps:
             return watts
         if self.model.kind is Kind.AC:
-            return watts / (physics.VOLTS_AC * min(self.model.phases, phases or self.model.phases))
+            return watts / (physics.VOLTS_AC * self._phases_in_use(phases))
         return watts / self.model.dc_voltage_v
 
     # -- resets -------------------------------------------------------------------------
