@@ -12,7 +12,7 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import uvicorn
 from prometheus_client import generate_latest
@@ -20,13 +20,19 @@ from prometheus_client import generate_latest
 from evflex.api.app import create_api
 from evflex.api.deps import Services
 from evflex.config import Settings
+from evflex.control.loop import AuditEntry, Engine, EngineConfig, RecordRow
 from evflex.fleet.events import Event, EventSink
 from evflex.fleet.model import EvseStatus, Transaction
 from evflex.fleet.state import FleetState
+from evflex.grid.health import HealthParams
+from evflex.grid.mqtt import MqttSource
+from evflex.grid.push import PushSource
+from evflex.grid.samples import FrequencySource
 from evflex.metrics import EvflexCollector, build_registry
 from evflex.ocpp.gateway import Gateway
 from evflex.registry import StationRegistry
 from evflex.store import db
+from evflex.store.grid import GridStore
 from evflex.store.repository import Repository
 from evflex.store.writer import EventRecorder
 from evflex.telemetry.policy import Group, Policy
@@ -98,12 +104,24 @@ class App:
         )
         if settings.telemetry_provisioning:
             self.hub.subscribe(self.telemetry)
+        self.frequency = PushSource()
+        self.grid = Engine(self.gateway, self.fleet, grid_config(settings))
+        self.grid_store = GridStore(self.engine)
+        self.grid.on_record = self._store_record
+        self.grid.on_audit = self._store_audit
         self.metrics_registry = build_registry(
             EvflexCollector(self.gateway, self.fleet, self.recorder, self.telemetry)
         )
         self.api = create_api(
             Services(
-                self.fleet, self.gateway, self.registry, self.repository, telemetry=self.telemetry
+                self.fleet,
+                self.gateway,
+                self.registry,
+                self.repository,
+                telemetry=self.telemetry,
+                grid=self.grid,
+                frequency=self.frequency,
+                grid_records=self.grid_store.records,
             ),
             metrics=self.metrics_text,
         )
@@ -111,6 +129,14 @@ class App:
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
+
+    def _store_record(self, service_id: str, row: RecordRow) -> None:
+        self.grid_store.record({"service_id": service_id, **asdict(row)})
+
+    def _store_audit(self, entry: AuditEntry) -> None:
+        row = asdict(entry)
+        row["services"] = ",".join(entry.services)[:200]
+        self.grid_store.audit(row)
 
     def metrics_text(self) -> bytes:
         return generate_latest(self.metrics_registry)
@@ -121,6 +147,7 @@ class App:
         known = await self.registry.load()
         await self._restore_fleet()
         await self.recorder.start()
+        await self.grid_store.start()
         if s.allow_unknown_stations:
             log.warning(
                 "!!! --allow-unknown-stations is ON: any station that connects is "
@@ -129,6 +156,7 @@ class App:
         ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         http_port = await self._start_http(s.host, s.http_port)
         self.ports = Ports(ocpp_port, http_port)
+        self.grid.start(*frequency_sources(s, self.frequency))
         if s.gc_freeze_interval_s > 0:
             self._gc_task = asyncio.get_running_loop().create_task(
                 _freeze_survivors(s.gc_freeze_interval_s)
@@ -148,6 +176,7 @@ class App:
             self._gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gc_task
+        await self.grid.stop()  # releases evflex's limits while stations are still connected
         await self.gateway.stop()
         if self._http is not None:
             self._http.should_exit = True
@@ -155,6 +184,7 @@ class App:
                 await self._http_task
         await self.registry.drain()
         await self.recorder.stop()
+        await self.grid_store.stop()
         await self.engine.dispose()
 
     async def __aenter__(self) -> App:
@@ -242,6 +272,28 @@ def telemetry_policy(settings: Settings) -> Policy:
             for name, g in settings.telemetry_groups.items()
         ),
     )
+
+
+def grid_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        profile_id_base=settings.grid_profile_id_base,
+        stack_level=settings.grid_stack_level,
+        valid_for_s=settings.grid_valid_for_s,
+        renew_before_s=settings.grid_valid_for_s / 3.0,
+        threshold_w=settings.grid_threshold_w,
+        tick_s=settings.grid_tick_s,
+        health=HealthParams(stale_after_s=settings.grid_stale_after_s),
+    )
+
+
+def frequency_sources(settings: Settings, push: PushSource) -> list[FrequencySource]:
+    """The HTTP push source always; MQTT too when a broker is configured."""
+    sources: list[FrequencySource] = [push]
+    if settings.grid_mqtt_host:
+        sources.append(
+            MqttSource(settings.grid_mqtt_host, settings.grid_mqtt_port, settings.grid_mqtt_topic)
+        )
+    return sources
 
 
 def _status(value: str | None) -> EvseStatus:

@@ -14,6 +14,7 @@ from rich.table import Table
 from evflex import logs
 from evflex.bench.cli import bench_app
 from evflex.config import DEFAULT_DB, Settings, load_settings
+from evflex.grid.cli import grid_app
 from evflex.sim.cli import sim_app
 
 app = typer.Typer(help="evflex: OCPP central system for grid balancing.", no_args_is_help=True)
@@ -27,6 +28,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(stations_app, name="stations")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
+app.add_typer(grid_app, name="grid")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]

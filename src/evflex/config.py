@@ -75,6 +75,25 @@ class Settings(BaseSettings):
     telemetry_rate_per_s: float = Field(
         400.0, ge=0, description="provisioning runs started per second at most (0 = unpaced)"
     )
+    grid_stack_level: int = Field(
+        8, ge=0, le=99, description="stack level of evflex's grid limits (above everyday ones)"
+    )
+    grid_profile_id_base: int = Field(
+        880_000, ge=1, description="evflex's grid limit on EVSE e uses profile id base + e"
+    )
+    grid_valid_for_s: float = Field(
+        900.0, ge=60, description="grid limits expire by themselves after this (renewed)"
+    )
+    grid_stale_after_s: float = Field(
+        3.0, gt=0, description="frequency feed is stale (limits released) after this silence"
+    )
+    grid_tick_s: float = Field(1.0, gt=0, le=5, description="grid engine tick and record interval")
+    grid_threshold_w: float = Field(
+        200.0, ge=0, description="smaller changes of a grid limit are not sent"
+    )
+    grid_mqtt_host: str | None = Field(None, description="MQTT broker for frequency (optional)")
+    grid_mqtt_port: int = Field(1883, ge=1, le=65535)
+    grid_mqtt_topic: str = Field("evflex/grid/frequency")
     log_level: str = Field("INFO")
     log_format: Literal["console", "json"] = Field("console")
 

@@ -39,7 +39,7 @@ async def target() -> AsyncIterator[BenchServer]:
 
 
 def test_builtin_scenarios_are_registered() -> None:
-    assert {"telemetry", "telemetry-max", "broadcast", "storm"} <= set(SCENARIOS)
+    assert {"telemetry", "telemetry-max", "broadcast", "storm", "fcr"} <= set(SCENARIOS)
 
 
 async def test_all_scenarios_against_the_server(target: BenchServer) -> None:
@@ -69,6 +69,11 @@ async def test_all_scenarios_against_the_server(target: BenchServer) -> None:
     storm = (await run_scenario("storm", OPTIONS, target))["metrics"]
     assert storm["booted"] == 20 and storm["connect_errors"] == 0
     assert storm["all_accepted_s"] is not None
+
+    fcr = (await run_scenario("fcr", OPTIONS, target))["metrics"]
+    assert fcr["transactions_started"] == 20 and fcr["fcr_commanded"] == 10
+    assert 0 < fcr["fcr_set_p50_ms"] <= fcr["fcr_set_max_ms"] < 10_000
+    assert 0 < fcr["fcr_release_p50_ms"] <= fcr["fcr_release_max_ms"] < 10_000
 
     assert target.server.alive() and target.server.pid == pid
 

@@ -53,7 +53,9 @@ def test_departure_floor_delivers_the_need_when_feasible(
     h = min(H, left)
     delivered_j = floor * h + pmax * (left - h)
     if 3600 * need <= pmax * left:
-        assert delivered_j >= 3600 * need * (1 - 1e-9)
+        # relative tolerance for rounding, plus 1 µJ absolute: a subnormal need (5e-324 Wh)
+        # loses relative precision in any float arithmetic
+        assert delivered_j >= 3600 * need * (1 - 1e-9) - 1e-6
 
 
 def test_ev_unit_ac_gap_and_plain_charging_cannot_rise() -> None:

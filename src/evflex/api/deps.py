@@ -7,6 +7,7 @@ objects that satisfy these protocols.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Protocol
@@ -14,8 +15,10 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from evflex.control.loop import Engine
 from evflex.fleet.commands import Command, CommandError, CommandPort, CommandResult
 from evflex.fleet.state import FleetState
+from evflex.grid.push import PushSource
 from evflex.telemetry.readiness import ModelReadiness, StationReadiness
 
 
@@ -70,6 +73,9 @@ class Services:
     registry: Registry
     history: History
     telemetry: ReadinessSource | None = None
+    grid: Engine | None = None
+    frequency: PushSource | None = None
+    grid_records: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None  # stored rows
     token_cache_s: float = 30.0
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 

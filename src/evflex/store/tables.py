@@ -231,3 +231,37 @@ api_tokens = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked", Boolean, nullable=False, server_default=false()),
 )
+
+# -- grid services (migration 0002) ---------------------------------------------------
+SERVICE_ID_LEN = 32
+
+grid_records = Table(
+    "grid_records",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("service_id", String(SERVICE_ID_LEN), nullable=False),
+    Column("ts", UtcDateTime(), nullable=False),
+    Column("freq_hz", Float, nullable=True),
+    Column("feed", String(16), nullable=False),
+    Column("delta_w", Float, nullable=False),
+    Column("target_w", Float, nullable=False),
+    Column("measured_w", Float, nullable=False),
+    Column("baseline_w", Float, nullable=False),
+    Index(None, "service_id", "ts"),
+)
+
+grid_audit = Table(
+    "grid_audit",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("services", String(200), nullable=False),  # service ids, comma-separated
+    Column("station_id", String(STATION_ID_LEN), nullable=False),
+    Column("evse_id", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("limit_w", Float, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text, nullable=True),
+    Index(None, "at"),
+)

@@ -1,0 +1,94 @@
+"""Grid-service rows (1 s activation records, control audit) written in batches.
+
+The engine produces at most a few rows per second per service plus one audit row
+per command, so a plain buffer flushed every `flush_interval_s` is enough. Rows are
+kept when a write fails and retried at the next flush; beyond `max_rows` the
+oldest are dropped and counted (the in-memory record still serves the API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evflex.store.tables import grid_audit, grid_records
+
+log = logging.getLogger(__name__)
+
+
+class GridStore:
+    def __init__(
+        self, engine: AsyncEngine, *, flush_interval_s: float = 1.0, max_rows: int = 100_000
+    ) -> None:
+        self._engine = engine
+        self._interval = flush_interval_s
+        self._max_rows = max_rows
+        self._pending: dict[Table, list[dict[str, Any]]] = {grid_records: [], grid_audit: []}
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.failures = 0
+
+    def record(self, row: dict[str, Any]) -> None:
+        self._add(grid_records, row)
+
+    def audit(self, row: dict[str, Any]) -> None:
+        self._add(grid_audit, row)
+
+    def _add(self, table: Table, row: dict[str, Any]) -> None:
+        rows = self._pending[table]
+        if len(rows) >= self._max_rows:
+            rows.pop(0)
+            self.dropped += 1
+        rows.append(row)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is buffered; False (rows kept) when the database fails."""
+        for table in self._pending:
+            batch, self._pending[table] = self._pending[table], []
+            if not batch:
+                continue
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(insert(table), batch)
+            except Exception:
+                self.failures += 1
+                log.exception("store: could not write %d %s rows; kept", len(batch), table.name)
+                kept = batch + self._pending[table]
+                self.dropped += max(0, len(kept) - self._max_rows)
+                self._pending[table] = kept[-self._max_rows :]
+                return False
+        return True
+
+    async def records(self, service_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(grid_records)
+            .where(grid_records.c.service_id == service_id)
+            .order_by(grid_records.c.ts)
+        )
+        async with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+    async def audit_rows(self, limit: int = 1000) -> list[dict[str, Any]]:
+        query = select(grid_audit).order_by(grid_audit.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]

@@ -1,0 +1,169 @@
+"""The engine loop with a fake command port: idempotence, dispatch, expiry, safety."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from evflex.control.loop import Engine, EngineConfig, Fcr
+from evflex.control.services import Setpoint
+from evflex.fleet.commands import (
+    ClearChargingProfile,
+    Command,
+    CommandResult,
+    SetChargingProfile,
+)
+from evflex.grid.health import HealthParams
+from evflex.grid.samples import FrequencySample
+from tests.control.fleet_helpers import T0, fleet_of
+
+
+@dataclass
+class FakePort:
+    """Records each send; answers only when `release` is set, with `status`."""
+
+    status: str = "Accepted"
+    sent: list[tuple[str, Command, bool]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: int = 0
+
+    async def send(
+        self,
+        station_id: str,
+        command: Command,
+        *,
+        priority: bool = False,
+        timeout_s: float | None = None,
+    ) -> CommandResult:
+        self.sent.append((station_id, command, priority))
+        await self.release.wait()
+        self.answered += 1
+        return CommandResult(self.status)
+
+    def is_connected(self, station_id: str) -> bool:
+        return True
+
+
+@dataclass
+class Clocks:
+    wall: datetime = T0
+    mono: float = 1000.0
+
+    def advance(self, s: float) -> None:
+        self.wall += timedelta(seconds=s)
+        self.mono += s
+
+
+def engine_for(
+    n: int, port: FakePort, clocks: Clocks, tx_every: int = 1, **config: object
+) -> Engine:
+    """n stations of one 7 kW EVSE; every `tx_every`-th has a transaction (a unit)."""
+    fleet = fleet_of(*[(f"S{i}", 1, 7_000.0, i % tx_every == 0) for i in range(n)])
+    return Engine(
+        port,
+        fleet,
+        EngineConfig(health=HealthParams(stale_after_s=3.0), **config),  # type: ignore[arg-type]
+        wall=lambda: clocks.wall,
+        mono=lambda: clocks.mono,
+    )
+
+
+def feed(engine: Engine, clocks: Clocks, hz: float, n: int = 3) -> None:
+    for _ in range(n):
+        clocks.advance(0.1)
+        engine.on_sample(FrequencySample(clocks.wall.timestamp(), hz))
+
+
+async def test_full_activation_sends_one_pass_then_nothing_on_reevaluation() -> None:
+    port, clocks = FakePort(), Clocks()
+    engine = engine_for(10, port, clocks, tx_every=2)
+    engine.activate("fcr", Fcr(35_000.0))
+    feed(engine, clocks, 49.8)
+    await asyncio.sleep(0)  # let the dispatch tasks run up to their first await
+    # every station's command was handed to the port before any answer came back
+    assert len(port.sent) == 5 and port.answered == 0
+    assert all(priority for _, _, priority in port.sent)
+    port.release.set()
+    await engine.drain()
+    feed(engine, clocks, 49.8)
+    engine.tick()
+    await engine.drain()
+    assert len(port.sent) == 5  # same state: nothing new
+    assert sum(engine.limits.values()) == 0.0  # five 7 kW units paused = 35 kW
+
+
+async def test_profile_is_tx_with_the_transaction_else_tx_default_and_always_expires() -> None:
+    port, clocks = FakePort(), Clocks()
+    port.release.set()
+    engine = engine_for(2, port, clocks, stack_level=50, valid_for_s=600.0)
+    engine.activate("fcr", Fcr(14_000.0))
+    feed(engine, clocks, 49.8)
+    # S1's transaction ends between allocation and sending: its limit becomes the default
+    engine.fleet.stations["S1"].evses[1].transaction = None
+    await engine.drain()
+    by_station = {sid: cmd for sid, cmd, _ in port.sent}
+    tx, no_tx = by_station["S0"], by_station["S1"]
+    assert isinstance(tx, SetChargingProfile) and isinstance(no_tx, SetChargingProfile)
+    assert (tx.profile.purpose, tx.profile.transaction_id) == ("tx", "S0-1")
+    assert (no_tx.profile.purpose, no_tx.profile.transaction_id) == ("tx_default", None)
+    for cmd in (tx, no_tx):
+        assert cmd.profile.unit == "W" and cmd.profile.stack_level == 50
+        assert cmd.profile.valid_to is not None
+        assert cmd.profile.valid_to - clocks.wall <= timedelta(seconds=600)
+
+
+async def test_limits_are_renewed_before_they_expire() -> None:
+    port, clocks = FakePort(), Clocks()
+    port.release.set()
+    engine = engine_for(1, port, clocks, valid_for_s=600.0, renew_before_s=200.0)
+    engine.activate("fcr", Fcr(7_000.0))
+    feed(engine, clocks, 49.8)
+    await engine.drain()
+    assert len(port.sent) == 1
+    for _ in range(5):  # keep the feed alive while 401 s pass
+        clocks.advance(80.2)
+        feed(engine, clocks, 49.8, 1)
+        engine.tick()
+    await engine.drain()
+    renewals = [a for a in engine.audit if a.action == "renew"]
+    assert len(renewals) == 1 and renewals[0].limit_w == 0.0
+
+
+async def test_stale_feed_releases_and_refused_limits_back_off() -> None:
+    port, clocks = FakePort(status="Rejected"), Clocks()
+    port.release.set()
+    engine = engine_for(2, port, clocks, retry_after_s=10.0)
+    engine.activate("fcr", Fcr(7_000.0))
+    feed(engine, clocks, 49.8)
+    await engine.drain()
+    assert engine.limits == {}  # refused: not believed in force
+    first = len(port.sent)
+    feed(engine, clocks, 49.8)
+    await engine.drain()
+    assert len(port.sent) == first  # backing off, not hammering the station
+    port.status = "Accepted"
+    clocks.advance(10.0)
+    feed(engine, clocks, 49.8, 1)
+    await engine.drain()
+    assert engine.limits
+    clocks.advance(3.5)
+    engine.tick()
+    await engine.drain()
+    assert engine.limits == {}
+    assert isinstance(port.sent[-1][1], ClearChargingProfile)
+    assert "stale" in engine.audit[-1].reason
+
+
+async def test_setpoint_ends_by_itself_and_releases() -> None:
+    port, clocks = FakePort(), Clocks()
+    port.release.set()
+    engine = engine_for(2, port, clocks)
+    end = clocks.wall.timestamp() + 5.0
+    service = engine.activate("setpoint", Setpoint(7_000.0, clocks.wall.timestamp(), end))
+    await engine.drain()
+    assert len(engine.limits) == 1  # 14 kW → 7 kW: one unit paused
+    clocks.advance(5.0)
+    engine.tick()
+    await engine.drain()
+    assert not service.active and engine.limits == {}
