@@ -68,3 +68,26 @@ def test_bess_heats_under_load_and_tracks_soc() -> None:
         b.step(100_000.0, 1.0)
     assert b.temp_c > 30.0 and b.soc > 0.5
     assert b.voltage > b.nominal_v
+
+
+async def test_amp_limit_follows_the_phases_in_use() -> None:
+    """OCPP amp limits are per phase: 6 A for a single-phase car on a three-phase
+    charger is 1,380 W, not the 4,140 W a three-phase conversion would allow."""
+    import asyncio
+
+    from evflex.sim.clock import Clock
+    from evflex.sim.faults import DelayModel
+    from evflex.sim.fleet import FleetConfig, build_station
+    from evflex.sim.link import Context
+    from evflex.sim.physics import VOLTS_AC
+    from evflex.sim.stats import Stats
+
+    ctx = Context(asyncio.get_running_loop(), Clock(), Stats(), DelayModel(), lambda _l, _d: None)
+    station = build_station(FleetConfig(stations=1), ctx, 1, "ac201@Home 11 Pro")
+    assert station.model.phases == 3
+    assert station._ac_to_watts(6.0, True, None) == 6.0 * VOLTS_AC * 3  # no car yet
+    car = ev(phases=1, max_charge_w=3_680.0)
+    station.evses[0].ev = car
+    limit_w = station._ac_to_watts(6.0, True, None)
+    assert limit_w == 6.0 * VOLTS_AC
+    assert ac_power(station.model, car, limit_w, None) == pytest.approx(6.0 * VOLTS_AC)
