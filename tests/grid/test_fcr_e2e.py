@@ -1,159 +1,16 @@
-"""FCR end to end over real sockets: evflex (App on loopback) + a simulated fleet.
+"""FCR end to end over real sockets: a step to 49.8 Hz, deadband, stale feed, DELETE.
 
-Frequency goes in through `POST /api/v1/grid/frequency`, services through
-`/api/v1/services`; the assertions read what the simulated stations received and
-draw, and what evflex measured. Waits are on events (fleet-state events, engine
-evaluations, simulator changes), each bounded by a deadline.
+The rig (evflex on loopback + a simulated fleet, event-driven waits) is in rig.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import httpx
 import pytest
 
-from evflex.sim import DelayModel, Fleet, FleetConfig, SessionConfig, SessionMode
-from evflex.sim.schedule import Profile, Purpose
-from tests.api.conftest import Server, running_server
-
-STATIONS = 10
-PROFILE_BASE = 880_000
-STALE_S = 1.0
-
-
-@dataclass
-class Rig:
-    server: Server
-    fleet: Fleet
-    changed: asyncio.Event
-
-    @property
-    def api(self) -> httpx.AsyncClient:
-        return self.server.http
-
-    async def until(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-        """Wait for `condition`, re-checked on every fleet event and engine evaluation."""
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), left)
-
-    def measured_w(self) -> float:
-        return self.server.app.fleet.summary().power_w
-
-    def sim_w(self) -> float:
-        return sum(s.power_w for s in self.fleet.stations)
-
-    def grid_profiles(self) -> list[Profile]:
-        return [
-            p
-            for s in self.fleet.stations
-            for p in s.profiles.installed
-            if p.profile_id >= PROFILE_BASE
-        ]
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    db = f"sqlite+aiosqlite:///{tmp_path}/evflex.db"
-    async with running_server(
-        db,
-        allow_unknown_stations=True,
-        telemetry_provisioning=False,
-        grid_stale_after_s=STALE_S,
-        grid_tick_s=0.2,
-        grid_profile_id_base=PROFILE_BASE,
-    ) as server:
-        changed = asyncio.Event()
-        server.app.hub.subscribe(lambda _ev: changed.set())
-        server.app.grid.listeners.append(changed.set)
-        config = FleetConfig(
-            csms=server.ocpp_url,
-            stations=STATIONS,
-            mix="ac16@Home 7:1,ac201@Home 11 Pro:1",
-            password="grid-e2e-password-01",
-            sessions=SessionConfig(SessionMode.ALL, opt_out_share=0.0),
-            meter_interval_s=1,
-            delays=DelayModel(0.2, 0.5, 0.0, 0.5),
-        )
-        async with Fleet(config) as fleet:
-            rig = Rig(server, fleet, changed)
-            assert await fleet.wait_booted(timeout_s=10)
-            assert await fleet.wait_until(lambda: all(s.power_w > 0 for s in fleet.stations), 10)
-            total = rig.sim_w()
-            await rig.until(
-                lambda: rig.measured_w() > 0.95 * total, 10, "evflex to measure the fleet"
-            )
-            await rig.until(
-                lambda: all(
-                    e.transaction is not None
-                    for st in server.app.fleet.stations.values()
-                    for e in st.evses.values()
-                    if (e.power_w or 0) > 0
-                ),
-                10,
-                "transactions known to evflex",
-            )
-            yield rig
-
-
-async def post_hz(api: httpx.AsyncClient, hz: float, n: int = 1) -> None:
-    """`n` samples ending now, 10 ms apart (the feed needs 3 good ones to be usable)."""
-    now = datetime.now(UTC)
-    body = [
-        {"hz": hz, "ts": (now - timedelta(milliseconds=10 * (n - 1 - i))).isoformat()}
-        for i in range(n)
-    ]
-    r = await api.post("/api/v1/grid/frequency", json=body)
-    assert r.status_code == 200, r.text
-    assert r.json()["accepted"] == n
-
-
-@contextlib.asynccontextmanager
-async def feeding(api: httpx.AsyncClient, hz: float) -> AsyncIterator[None]:
-    """Keep the feed alive at `hz` (one sample per 0.2 s) while the block runs."""
-
-    async def feed() -> None:
-        while True:
-            await post_hz(api, hz)
-            await asyncio.sleep(0.2)  # the feed's cadence, not a synchronisation
-
-    await post_hz(api, hz, 3)
-    task = asyncio.create_task(feed())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def start_fcr(rig: Rig, bid_w: float) -> str:
-    r = await rig.api.post("/api/v1/services", json={"type": "fcr", "bid_w": bid_w})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-async def curtail(rig: Rig, bid_w: float) -> float:
-    """Start FCR, hold 49.8 Hz until the fleet has dropped by the bid; returns the baseline."""
-    before = rig.measured_w()
-    await start_fcr(rig, bid_w)
-    await rig.until(lambda: rig.sim_w() < before - 0.8 * bid_w, 10, "the fleet to curtail")
-    await rig.until(
-        lambda: rig.measured_w() < before - 0.8 * bid_w, 10, "evflex to measure the drop"
-    )
-    return before
+from evflex.sim.schedule import Purpose
+from tests.grid.rig import STALE_S, Rig, curtail, feeding, start_fcr
 
 
 async def test_fcr_under_frequency_curtails_by_the_bid_with_expiring_profiles(rig: Rig) -> None:
