@@ -87,6 +87,19 @@ class Rig:
     def grid_profiles(self) -> list[Profile]:
         return grid_profiles(self.fleet)
 
+    def limits_applied(self) -> bool:
+        """Whether every simulated EVSE follows exactly the limit evflex believes in force."""
+        limits = self.server.app.grid.limits
+        for st in self.fleet.stations:
+            for evse in st.evses:
+                want = limits.get((st.station_id, evse.id))
+                have = evse.limit.watts
+                if (have is None) != (want is None):
+                    return False
+                if have is not None and want is not None and abs(have - want) > 0.5:
+                    return False
+        return True
+
     def commanded_w(self) -> float:
         """Σ (limit − baseline) over the limits evflex believes in force (W)."""
         engine = self.server.app.grid
