@@ -8,13 +8,38 @@ test_fcr_e2e.py. Every wait is on an event with a deadline.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import json
+import math
+import os
+import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 
 from evflex.control.ffr import FfrParams, FfrPhase
-from tests.grid.rig import AC_GAP_W, FAST_DELAYS, Rig, feeding, start_fcr, start_service
+from evflex.sim import Fleet
+from evflex.sim.evse import Evse
+from tests.grid.rig import (
+    AC_GAP_W,
+    FAST_DELAYS,
+    Rig,
+    feeding,
+    fleet_config,
+    grid_profiles,
+    sim_w,
+    start_fcr,
+    start_service,
+    wait_charging,
+)
+
+REPO = Path(__file__).resolve().parents[2]  # tests.grid.evflex_process runs from here
 
 # The allocator meets ΔP within one AC unit's 6 A gap; a limit within the hysteresis
 # threshold (200 W) of the wanted one is left as it is.
@@ -126,3 +151,88 @@ async def test_ffr_triggers_below_its_frequency_supports_for_its_duration_then_e
     assert ramp == sorted(ramp), "the deactivation must only ever give power back"
     releases = [a for a in engine.audit if a.action == "release"]
     assert releases and min(a.at.timestamp() for a in releases) >= trigger_ts + params.support_s
+
+
+@contextlib.asynccontextmanager
+async def evflex_process(tmp_path: Path, valid_for_s: float) -> AsyncIterator[EvflexProcess]:
+    """evflex as a separate OS process (tests.grid.evflex_process), killed at the end."""
+    log = (tmp_path / "evflex.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.grid.evflex_process",
+        f"sqlite+aiosqlite:///{tmp_path}/evflex.db",
+        str(valid_for_s),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line, f"evflex did not start: {(tmp_path / 'evflex.log').read_text()}"
+        ready = json.loads(line)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ready['http']}",
+            headers={"Authorization": f"Bearer {ready['token']}"},
+            timeout=10,
+        ) as api:
+            yield EvflexProcess(proc, api, f"ws://127.0.0.1:{ready['ocpp']}/ocpp")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        log.close()
+
+
+@dataclass
+class EvflexProcess:
+    proc: asyncio.subprocess.Process
+    api: httpx.AsyncClient
+    ocpp_url: str
+
+
+async def test_evflex_killed_mid_activation_limits_expire_on_the_chargers(tmp_path: Path) -> None:
+    valid_for_s = 6.0
+    async with (
+        evflex_process(tmp_path, valid_for_s) as evflex,
+        Fleet(fleet_config(evflex.ocpp_url)) as fleet,
+    ):
+        await wait_charging(fleet)
+        before = sim_w(fleet)
+
+        def limited() -> list[Evse]:
+            return [e for s in fleet.stations for e in s.evses if e.limit.watts is not None]
+
+        async with feeding(evflex.api, 49.8):
+            await start_service(evflex.api, {"type": "fcr", "bid_w": 0.5 * before})
+            assert await fleet.wait_until(lambda: sim_w(fleet) < 0.6 * before, 10), sim_w(fleet)
+            first = {id(e): e.limit.until for e in limited()}
+            # evflex renews its limits while active: each one's expiry moves on
+            assert await fleet.wait_until(
+                lambda: (
+                    bool(limited())
+                    and all(e.limit.until > first.get(id(e), math.inf) + 1 for e in limited())
+                ),
+                valid_for_s + 3,
+            ), "evflex did not renew its limits"
+            # crash mid-activation: SIGKILL, so no release, no ClearChargingProfile,
+            # the sockets die with the process
+            evflex.proc.kill()
+            await evflex.proc.wait()
+        killed_at = time.time()
+        received = fleet.stats.profiles_received
+        curtailed = limited()
+        expiry = [e.limit.until for e in curtailed]
+        assert curtailed and all(killed_at < t <= killed_at + valid_for_s + 0.5 for t in expiry)
+        assert await fleet.wait_until(lambda: fleet.connected == 0, 5), "evflex still answers"
+        assert sim_w(fleet) < 0.6 * before, "the curtailment lifted before its validTo"
+
+        assert await fleet.wait_until(
+            lambda: not limited() and sim_w(fleet) > 0.9 * before,
+            max(expiry) - time.time() + 3,  # validTo + the chargers' 1 s tick + slack
+        ), f"the chargers stayed curtailed: {sim_w(fleet):.0f} W of {before:.0f} W"
+        assert time.time() >= min(expiry)
+        assert fleet.stats.profiles_received == received  # expiry alone lifted them
+        assert all(p.valid_to is not None for p in grid_profiles(fleet))  # still installed
