@@ -106,11 +106,12 @@ class App:
             self.hub.subscribe(self.telemetry)
         self.frequency = PushSource()
         self.grid = Engine(self.gateway, self.fleet, grid_config(settings))
+        self.telemetry.control = self.grid.control_reasons  # readiness shows grid response
         self.grid_store = GridStore(self.engine)
         self.grid.on_record = self._store_record
         self.grid.on_audit = self._store_audit
         self.metrics_registry = build_registry(
-            EvflexCollector(self.gateway, self.fleet, self.recorder, self.telemetry)
+            EvflexCollector(self.gateway, self.fleet, self.recorder, self.telemetry, self.grid)
         )
         self.api = create_api(
             Services(

@@ -21,6 +21,7 @@ from evflex.telemetry.freshness import freshness
 from evflex.telemetry.readiness import counts
 
 if TYPE_CHECKING:
+    from evflex.control.loop import Engine
     from evflex.telemetry.service import Telemetry
 
 
@@ -31,11 +32,13 @@ class EvflexCollector(Collector):
         fleet: FleetState,
         recorder: EventRecorder,
         telemetry: Telemetry | None = None,
+        grid: Engine | None = None,
     ) -> None:
         self._gateway = gateway
         self._fleet = fleet
         self._recorder = recorder
         self._telemetry = telemetry
+        self._grid = grid
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         stats = self._gateway.stats
@@ -78,6 +81,46 @@ class EvflexCollector(Collector):
         yield self._latency()
         yield from self._fleet_metrics()
         yield from self._store_metrics()
+        yield from self._grid_metrics()
+
+    def _grid_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        g = self._grid
+        if g is None:
+            return
+        yield _counter("evflex_grid_evaluations", "grid engine evaluations", g.evaluations)
+        yield _counter(
+            "evflex_grid_evaluation_seconds", "time spent in grid evaluations", g.evaluation_s
+        )
+        active = len(g.active_services())
+        yield _gauge("evflex_grid_services_active", "active grid services", active)
+        yield _gauge("evflex_grid_limits", "EVSE limits evflex holds in force", len(g.limits))
+        yield _gauge("evflex_grid_delta_w", "portfolio change the services ask for (W)", g.delta_w)
+        yield _gauge(
+            "evflex_grid_feed_ok", "1 when the frequency feed is usable", float(g.health.ok)
+        )
+        if g.health.last is not None:
+            hz = g.health.last.freq_hz
+            yield _gauge("evflex_grid_frequency_hz", "latest grid frequency sample (Hz)", hz)
+        yield _gauge(
+            "evflex_grid_non_responding",
+            "units not counted on (did not follow limits)",
+            len(g.non_responding),
+        )
+        by_model = GaugeMetricFamily(
+            "evflex_grid_model_responses",
+            "what each hardware model did with evflex's limits",
+            labels=["model", "outcome"],
+        )
+        for model, st in list(g.models.items()):
+            for outcome, n in (
+                ("accepted", st.accepted),
+                ("rejected", st.rejected),
+                ("failed", st.failed),
+                ("moved", st.moved),
+                ("non_responding", st.non_responding),
+            ):
+                by_model.add_metric([model, outcome], n)
+        yield by_model
 
     def _latency(self) -> HistogramMetricFamily:
         stats = self._gateway.stats

@@ -278,3 +278,19 @@ async def test_state_survives_a_restart(db_url: str) -> None:
             )
             task.cancel()
         assert second.transaction_id == first.transaction_id + 1
+
+
+async def test_metrics_expose_the_grid_engine(server: Server) -> None:
+    created = await server.http.post("/api/v1/services", json={"type": "fcr", "bid_w": 10_000})
+    assert created.status_code in (200, 201), created.text
+    (await server.http.post("/api/v1/grid/frequency", json={"hz": 49.9})).raise_for_status()
+    text = (await server.http.get("/metrics")).text
+    assert "evflex_grid_services_active 1.0" in text
+    assert "evflex_grid_frequency_hz 49.9" in text
+    assert "evflex_grid_feed_ok " in text
+    evaluations = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("evflex_grid_evaluations_total")
+    )
+    assert evaluations >= 2  # the activation and the frequency sample

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from evflex.fleet.events import MeterSampled, SampledValue
 from evflex.fleet.model import Evse, EvseStatus, Station, Transaction
 from evflex.fleet.state import FleetState
 
@@ -28,4 +29,12 @@ def fleet_of(
             soc_pct=soc_pct,
             transaction=Transaction(f"{sid}-{eid}", eid, T0) if tx else None,
         )
+    fleet.reset_aggregates()  # state was set directly: recompute the running totals
     return fleet
+
+
+def set_power(fleet: FleetState, station_id: str, evse_id: int, power_w: float | None) -> None:
+    """A meter reading through the fleet's own event path (keeps the aggregates right)."""
+    now = datetime.now(UTC)
+    value = () if power_w is None else (SampledValue("Power.Active.Import", power_w, "W"),)
+    fleet.apply(MeterSampled(station_id, evse_id, now, now, value))

@@ -3,76 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from evflex.control.loop import Engine, EngineConfig, Fcr
+from evflex.control.loop import Fcr
 from evflex.control.services import Setpoint
-from evflex.fleet.commands import (
-    ClearChargingProfile,
-    Command,
-    CommandResult,
-    SetChargingProfile,
-)
-from evflex.grid.health import HealthParams
-from evflex.grid.samples import FrequencySample
-from tests.control.fleet_helpers import T0, fleet_of
-
-
-@dataclass
-class FakePort:
-    """Records each send; answers only when `release` is set, with `status`."""
-
-    status: str = "Accepted"
-    sent: list[tuple[str, Command, bool]] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    answered: int = 0
-
-    async def send(
-        self,
-        station_id: str,
-        command: Command,
-        *,
-        priority: bool = False,
-        timeout_s: float | None = None,
-    ) -> CommandResult:
-        self.sent.append((station_id, command, priority))
-        await self.release.wait()
-        self.answered += 1
-        return CommandResult(self.status)
-
-    def is_connected(self, station_id: str) -> bool:
-        return True
-
-
-@dataclass
-class Clocks:
-    wall: datetime = T0
-    mono: float = 1000.0
-
-    def advance(self, s: float) -> None:
-        self.wall += timedelta(seconds=s)
-        self.mono += s
-
-
-def engine_for(
-    n: int, port: FakePort, clocks: Clocks, tx_every: int = 1, **config: object
-) -> Engine:
-    """n stations of one 7 kW EVSE; every `tx_every`-th has a transaction (a unit)."""
-    fleet = fleet_of(*[(f"S{i}", 1, 7_000.0, i % tx_every == 0) for i in range(n)])
-    return Engine(
-        port,
-        fleet,
-        EngineConfig(health=HealthParams(stale_after_s=3.0), **config),  # type: ignore[arg-type]
-        wall=lambda: clocks.wall,
-        mono=lambda: clocks.mono,
-    )
-
-
-def feed(engine: Engine, clocks: Clocks, hz: float, n: int = 3) -> None:
-    for _ in range(n):
-        clocks.advance(0.1)
-        engine.on_sample(FrequencySample(clocks.wall.timestamp(), hz))
+from evflex.fleet.commands import ClearChargingProfile, SetChargingProfile
+from tests.control.engine_helpers import Clocks, FakePort, engine_for, feed
 
 
 async def test_full_activation_sends_one_pass_then_nothing_on_reevaluation() -> None:
@@ -130,21 +66,12 @@ async def test_limits_are_renewed_before_they_expire() -> None:
     assert len(renewals) == 1 and renewals[0].limit_w == 0.0
 
 
-async def test_stale_feed_releases_and_refused_limits_back_off() -> None:
-    port, clocks = FakePort(status="Rejected"), Clocks()
+async def test_stale_feed_releases_the_limits() -> None:
+    port, clocks = FakePort(), Clocks()
     port.release.set()
-    engine = engine_for(2, port, clocks, retry_after_s=10.0)
+    engine = engine_for(2, port, clocks)
     engine.activate("fcr", Fcr(7_000.0))
     feed(engine, clocks, 49.8)
-    await engine.drain()
-    assert engine.limits == {}  # refused: not believed in force
-    first = len(port.sent)
-    feed(engine, clocks, 49.8)
-    await engine.drain()
-    assert len(port.sent) == first  # backing off, not hammering the station
-    port.status = "Accepted"
-    clocks.advance(10.0)
-    feed(engine, clocks, 49.8, 1)
     await engine.drain()
     assert engine.limits
     clocks.advance(3.5)
@@ -153,6 +80,25 @@ async def test_stale_feed_releases_and_refused_limits_back_off() -> None:
     assert engine.limits == {}
     assert isinstance(port.sent[-1][1], ClearChargingProfile)
     assert "stale" in engine.audit[-1].reason
+
+
+async def test_failed_limits_back_off_instead_of_hammering_the_station() -> None:
+    port, clocks = FakePort(status="Faulted"), Clocks()  # an answer that is no verdict
+    port.release.set()
+    engine = engine_for(2, port, clocks, retry_after_s=10.0)
+    engine.activate("fcr", Fcr(7_000.0))
+    feed(engine, clocks, 49.8)
+    await engine.drain()
+    assert engine.limits == {}  # not accepted: not believed in force
+    first = len(port.sent)
+    feed(engine, clocks, 49.8)
+    await engine.drain()
+    assert len(port.sent) == first  # backing off
+    port.status = "Accepted"
+    clocks.advance(10.0)
+    feed(engine, clocks, 49.8, 1)
+    await engine.drain()
+    assert engine.limits
 
 
 async def test_setpoint_ends_by_itself_and_releases() -> None:

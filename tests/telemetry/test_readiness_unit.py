@@ -12,7 +12,7 @@ from evflex.ocpp import commands_v16, commands_v201
 from evflex.telemetry.observer import EvseObservation
 from evflex.telemetry.policy import Group, Policy, Targets
 from evflex.telemetry.provisioner import Outcome, Provisioning
-from evflex.telemetry.readiness import assess, by_model
+from evflex.telemetry.readiness import StationReadiness, assess, by_model, with_control
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DELTA = "MeterValuePowerActiveImportDeltaTrigger"
@@ -150,3 +150,16 @@ def test_monitoring_commands_on_201_and_not_on_16() -> None:
     for command in (c.SetVariableMonitoring((monitor,)), c.ClearVariableMonitoring((1,))):
         with pytest.raises(c.CommandNotSupported):
             commands_v16.plan(command)
+
+
+def test_grid_control_findings_join_the_readiness_verdict() -> None:
+    """Issue 5: non-responding units and fallbacks are reported with readiness."""
+    ready = StationReadiness("CP-1", "ready", ("periodic:ok",), "V", "M", "1.0")
+    assert with_control(ready, []) is ready
+    fallback = with_control(ready, ["control:fallback:A/natural"])
+    assert fallback.verdict == "ready" and fallback.reasons[-1] == "control:fallback:A/natural"
+    ignoring = with_control(ready, ["control:non_responding:EVSE.1"])
+    assert ignoring.verdict == "not_ready"
+    assert ignoring.reasons == ("periodic:ok", "control:non_responding:EVSE.1")
+    models = by_model([ignoring, ready])
+    assert models[0].reasons["control:non_responding:EVSE.1"] == 1

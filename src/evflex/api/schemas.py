@@ -112,6 +112,11 @@ class ModelReadinessOut(BaseModel):
     share_ready: float
     verdicts: dict[str, int]
     top_reasons: list[ReasonCount]
+    grid_response: dict[str, Any] | None = Field(
+        None,
+        description="what this model did with evflex's grid limits: sent, accepted, "
+        "rejected, fallbacks by form, moved, non_responding, response delays (s)",
+    )
 
 
 class CommandOut(BaseModel):

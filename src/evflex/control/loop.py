@@ -26,7 +26,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -36,6 +36,16 @@ from evflex.control.allocation import Plan, apply_commands, evaluate, prepare
 from evflex.control.availability import Flexibility, flexibility, p90_w
 from evflex.control.baseline import Baseline, capture_baseline
 from evflex.control.ffr import FfrParams, FfrState, ffr_step
+from evflex.control.response import (
+    Expectation,
+    ModelResponse,
+    ResponseParams,
+    expected_delay_s,
+    judge,
+    model_key,
+    needs_check,
+    tolerance_w,
+)
 from evflex.control.services import (
     DroopCurve,
     Setpoint,
@@ -44,7 +54,7 @@ from evflex.control.services import (
     frequency_gate,
     setpoint_delta_w,
 )
-from evflex.control.units import Key, Unit, units_from_fleet
+from evflex.control.units import EvseSpec, Key, SessionInfo, Unit, units_from_fleet, w_to_a
 from evflex.fleet.commands import (
     ChargingProfile,
     ClearChargingProfile,
@@ -53,6 +63,7 @@ from evflex.fleet.commands import (
     SchedulePeriod,
     SetChargingProfile,
 )
+from evflex.fleet.model import Evse
 from evflex.fleet.state import FleetState
 from evflex.grid.health import FeedHealth, HealthParams, assess, observe
 from evflex.grid.samples import FrequencySample, FrequencySource
@@ -60,6 +71,14 @@ from evflex.grid.samples import FrequencySample, FrequencySource
 log = logging.getLogger(__name__)
 
 ServiceKind = Literal["fcr", "setpoint", "droop_curve", "ffr"]
+Action = Literal["set", "renew", "release", "fallback", "non_responding"]
+
+# How a limit is expressed, tried in this order when a station refuses one: the
+# purpose that fits (tx with a transaction, else tx_default) in W, the same in A
+# (many 1.6 chargers only take amps), then the other purpose in W and A.
+Variant = tuple[Literal["W", "A"], Literal["natural", "other"]]
+VARIANTS: tuple[Variant, ...] = (("W", "natural"), ("A", "natural"), ("W", "other"), ("A", "other"))
+_REFUSALS = frozenset({"Rejected", "call_error", "not_supported", "invalid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +106,7 @@ class EngineConfig:
     command_timeout_s: float = 10.0
     retry_after_s: float = 10.0  # a refused or failed limit is not resent before this (s)
     health: HealthParams = field(default_factory=HealthParams)
+    response: ResponseParams = field(default_factory=ResponseParams)
     audit_size: int = 10_000
 
 
@@ -111,7 +131,7 @@ class AuditEntry:
     services: tuple[str, ...]
     station_id: str
     evse_id: int
-    action: Literal["set", "renew", "release"]
+    action: Action
     reason: str
     limit_w: float | None
     outcome: str  # the station's status ("Accepted", ...) or an error reason
@@ -146,6 +166,7 @@ class GridState:
     target_w: float | None
     measured_w: float
     limits: int
+    non_responding: int
     flexibility: Flexibility
     p90_down_w: float
     p90_up_w: float
@@ -170,23 +191,40 @@ class Engine:
         *,
         wall: Callable[[], datetime] = _utcnow,
         mono: Callable[[], float] = time.monotonic,
+        specs: Mapping[Key, EvseSpec] | None = None,
+        sessions: Mapping[Key, SessionInfo] | None = None,
     ) -> None:
         self.port, self.fleet, self.config = port, fleet, config
         self.wall, self.mono = wall, mono
+        self.specs: Mapping[Key, EvseSpec] = specs if specs is not None else {}
+        self.sessions: Mapping[Key, SessionInfo] = sessions if sessions is not None else {}
         self.health = FeedHealth()
         self.services: dict[str, ActiveService] = {}
-        self.baseline: Baseline | None = None
+        self.baseline: Baseline | None = None  # the fleet just before the first activation
         self.plan: Plan | None = None
         self.limits: dict[Key, float] = {}  # limits believed in force
         self.expires: dict[Key, float] = {}  # monotonic expiry of each limit
         self.backoff: dict[Key, float] = {}  # monotonic time a failed limit may be retried
+        # closed loop: per-unit meter-before baseline of the units evflex controls, the
+        # reductions waiting to show in the measurements, units not counted on any more
+        self.unit_base: dict[Key, float] = {}
+        self.released_at: dict[Key, float] = {}
+        self.expect: dict[Key, Expectation] = {}
+        self.non_responding: dict[Key, float] = {}  # key → monotonic time to retry it
+        self.variant: dict[Key, int] = {}  # index into VARIANTS that the station takes
+        self.models: dict[str, ModelResponse] = {}
+        # station → EVSE → why it is not counted on / how it takes limits
+        self.unit_reasons: dict[str, dict[int, str]] = {}
         self.audit: deque[AuditEntry] = deque(maxlen=config.audit_size)
         self.delta_w = 0.0
+        self.evaluations = 0
+        self.evaluation_s = 0.0  # cumulative time spent in evaluate()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
         self.on_record: Callable[[str, RecordRow], None] | None = None  # storage hooks
         self.on_audit: Callable[[AuditEntry], None] | None = None
+        self.on_service: Callable[[ActiveService], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self, *sources: FrequencySource) -> None:
@@ -225,14 +263,24 @@ class Engine:
                 log.exception("grid engine tick failed")
 
     # -- services -----------------------------------------------------------------
-    def activate(self, kind: ServiceKind, params: ServiceParams) -> ActiveService:
+    def activate(
+        self,
+        kind: ServiceKind,
+        params: ServiceParams,
+        *,
+        service_id: str | None = None,
+        started_at: datetime | None = None,
+    ) -> ActiveService:
+        """Start a service (or resume a stored one: `service_id`, `started_at`)."""
         now = self.wall()
         if self.baseline is None:
             self.baseline = capture_baseline(self.fleet, now)
-            self._replan(now)
-        service_id = f"svc-{uuid.uuid4().hex[:12]}"  # unique across restarts (stored rows)
-        service = ActiveService(service_id, kind, params, now, self.baseline.total_w)
+            self._replan()
+        service_id = service_id or f"svc-{uuid.uuid4().hex[:12]}"  # unique across restarts
+        service = ActiveService(service_id, kind, params, started_at or now, self.baseline_w())
         self.services[service.id] = service
+        if self.on_service is not None:
+            self.on_service(service)
         self.evaluate("activate " + service.id)
         return service
 
@@ -242,6 +290,8 @@ class Engine:
             return service
         service.stopped_at = self.wall()
         service.delta_w = 0.0
+        if self.on_service is not None:
+            self.on_service(service)
         self.evaluate("deactivate " + service_id, also=service_id)
         if not self.active_services():
             self.baseline, self.plan = None, None
@@ -266,15 +316,18 @@ class Engine:
             p = service.params
             if isinstance(p, Setpoint) and now.timestamp() >= p.valid_to_ts:
                 self.deactivate(service.id)
+        marked = self._check_responses()
+        self._forget_released()
         if self.baseline is not None:
-            self._replan(now)
-        self.evaluate("tick")
+            self._replan()
+        self.evaluate(f"compensate {marked} non-responding" if marked else "tick")
         self._renew()
         self._record(now)
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, reason: str, *, also: str | None = None) -> list[LimitCommand]:
         """Bring the limits in line with the services' ΔP; returns the commands sent."""
+        started = time.perf_counter()
         self.delta_w = sum(self._service_delta(s) for s in self.active_services())
         if self.plan is None:
             cmds: list[LimitCommand] = [(sid, eid, None) for sid, eid in self.limits]
@@ -284,6 +337,8 @@ class Engine:
             reason = f"feed {self.health.status}: {self.health.reason}"
         tags = tuple(s.id for s in self.active_services()) + ((also,) if also else ())
         self._dispatch(cmds, reason, tags)
+        self.evaluations += 1
+        self.evaluation_s += time.perf_counter() - started
         for listener in self.listeners:
             listener()
         return cmds
@@ -302,19 +357,115 @@ class Engine:
         elif isinstance(p, FfrParams):
             delta = frequency_gate(self.health, service.ffr_w)
         else:
-            base = self.baseline.total_w if self.baseline is not None else 0.0
+            base = self.baseline_w() if self.baseline is not None else 0.0
             delta = setpoint_delta_w(p, base, self.wall().timestamp())
         service.delta_w = delta or 0.0
         return service.delta_w
 
-    def _replan(self, now: datetime) -> None:
-        assert self.baseline is not None
-        units = self._units(now)
-        self.plan = prepare(units)
+    def _replan(self) -> None:
+        self.plan = prepare(self._units(self.wall()))
 
     def _units(self, now: datetime) -> list[Unit]:
-        base = self.baseline.power_w if self.baseline is not None else {}
-        return units_from_fleet(self.fleet, base, {}, {}, now.timestamp())
+        """Units evflex may move: not the non-responding ones, which others make up for.
+
+        A unit evflex limits keeps the power it had when first limited as its baseline;
+        the others' baseline is what they draw now (they are not being controlled).
+        """
+        units = units_from_fleet(
+            self.fleet, self.unit_base, self.specs, self.sessions, now.timestamp()
+        )
+        if not self.non_responding:
+            return units
+        return [u for u in units if (u.station_id, u.evse_id) not in self.non_responding]
+
+    def baseline_w(self) -> float:
+        """The portfolio's counterfactual power now (W): what it would draw without evflex.
+
+        Per-unit meter-before: measured − Σ (measured − baseline) over the units evflex
+        limits, so an uncontrolled car arriving or leaving moves the baseline and the
+        measurement alike, and measured − baseline is exactly what evflex's limits do.
+        """
+        measured = self.fleet.summary().power_w
+        return measured - sum(self._power(key) - base for key, base in self.unit_base.items())
+
+    def _power(self, key: Key) -> float:
+        evse = self._evse(key)
+        return (evse.power_w or 0.0) if evse is not None else 0.0
+
+    def _evse(self, key: Key) -> Evse | None:
+        station = self.fleet.stations.get(key[0])
+        return station.evses.get(key[1]) if station is not None else None
+
+    def _model(self, station_id: str) -> str:
+        station = self.fleet.stations.get(station_id)
+        if station is None:
+            return model_key(None, None, None)
+        return model_key(station.vendor, station.model, station.firmware)
+
+    def _stats(self, station_id: str) -> ModelResponse:
+        key = self._model(station_id)
+        stats = self.models.get(key)
+        if stats is None:
+            stats = self.models[key] = ModelResponse()
+        return stats
+
+    # -- closed loop --------------------------------------------------------------
+    def _check_responses(self) -> int:
+        """Judge due expectations; mark units that did not move. Returns how many."""
+        now, wall = self.mono(), self.wall()
+        for key, until in list(self.non_responding.items()):
+            if until <= now:
+                del self.non_responding[key]  # worth another try
+        marked = 0
+        rp = self.config.response
+        for key, exp in list(self.expect.items()):
+            evse = self._evse(key)
+            power = evse.power_w if evse is not None else None
+            if power is None:
+                verdict = "late" if now >= exp.due_at else "pending"
+            else:
+                verdict = judge(exp, power, now, rp)
+            if verdict == "pending":
+                continue
+            del self.expect[key]
+            stats = self.models.setdefault(exp.model, ModelResponse())
+            if verdict == "moved":
+                stats.moved += 1
+                stats.delays_s.append(_delay_s(exp, evse, now, wall))
+                continue
+            stats.non_responding += 1
+            marked += 1
+            self._mark(
+                key,
+                f"accepted {exp.limit_w:.0f} W but still at {power} W after "
+                f"{exp.due_at - exp.accepted_at:.1f} s",
+                exp.limit_w,
+            )
+        return marked
+
+    def _mark(self, key: Key, why: str, limit_w: float | None) -> None:
+        """Stop counting on a unit for `hold_s`: the others make up for it."""
+        self.non_responding[key] = self.mono() + self.config.response.hold_s
+        self.unit_reasons.setdefault(key[0], {})[key[1]] = why
+        self.expect.pop(key, None)
+        log.warning("grid: %s/%s non-responding: %s", key[0], key[1], why)
+        self._audit(key, "non_responding", why, limit_w, "marked", None)
+
+    def _forget_released(self) -> None:
+        """Drop a released unit's baseline once it is back (or has had its chance)."""
+        if not self.released_at:
+            return
+        now = self.mono()
+        rp = self.config.response
+        for key, at in list(self.released_at.items()):
+            if key in self.limits:
+                del self.released_at[key]
+                continue
+            base = self.unit_base.get(key)
+            back = base is None or self._power(key) >= base - tolerance_w(base, rp)
+            if back or now - at > rp.max_delay_s:
+                self.unit_base.pop(key, None)
+                del self.released_at[key]
 
     # -- dispatch -----------------------------------------------------------------
     def _dispatch(self, cmds: Iterable[LimitCommand], reason: str, tags: tuple[str, ...]) -> None:
@@ -325,47 +476,66 @@ class Engine:
             return
         self.limits = apply_commands(self.limits, cmds)
         expiry = now + self.config.valid_for_s
-        loop = asyncio.get_running_loop()
         for sid, eid, limit in cmds:
-            action: Literal["set", "release"] = "release" if limit is None else "set"
+            key = (sid, eid)
+            action: Action = "release" if limit is None else "set"
             if limit is None:
-                self.expires.pop((sid, eid), None)
+                self.expires.pop(key, None)
+                self.expect.pop(key, None)
+                if key in self.unit_base:
+                    self.released_at[key] = now
             else:
-                self.expires[(sid, eid)] = expiry
-            task = loop.create_task(self._send(sid, eid, limit, action, reason, tags))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                self.expires[key] = expiry
+                self.released_at.pop(key, None)
+                if key not in self.unit_base:
+                    self.unit_base[key] = self._power(key)
+            self._spawn(sid, eid, limit, action, reason, tags)
+
+    def _spawn(
+        self,
+        station_id: str,
+        evse_id: int,
+        limit_w: float | None,
+        action: Action,
+        reason: str,
+        tags: tuple[str, ...],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._send(station_id, evse_id, limit_w, action, reason, tags))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _renew(self) -> None:
         """Resend limits whose expiry is near, so an active service never lapses."""
         now = self.mono()
         due = [k for k, t in self.expires.items() if t - now < self.config.renew_before_s]
-        loop = asyncio.get_running_loop()
         for key in due:
             limit = self.limits.get(key)
             if limit is None:
                 continue
             self.expires[key] = now + self.config.valid_for_s
             tags = tuple(s.id for s in self.active_services())
-            task = loop.create_task(self._send(*key, limit, "renew", "expiry renewal", tags))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(*key, limit, "renew", "expiry renewal", tags)
 
     async def _send(
         self,
         station_id: str,
         evse_id: int,
         limit_w: float | None,
-        action: Literal["set", "renew", "release"],
+        action: Action,
         reason: str,
         tags: tuple[str, ...],
     ) -> None:
+        key = (station_id, evse_id)
         profile_id = self.config.profile_id_base + evse_id
+        variant = self.variant.get(key, 0)
         command: SetChargingProfile | ClearChargingProfile
         if limit_w is None:
             command = ClearChargingProfile(profile_id=profile_id)
         else:
-            command = SetChargingProfile(evse_id, self._profile(station_id, evse_id, limit_w))
+            command = SetChargingProfile(evse_id, self._profile(key, limit_w, VARIANTS[variant]))
+        stats = self._stats(station_id)
+        from_w = self._power(key)
         try:
             result = await self.port.send(
                 station_id, command, priority=True, timeout_s=self.config.command_timeout_s
@@ -373,40 +543,113 @@ class Engine:
             outcome, detail = result.status or "answered", None
         except CommandError as exc:
             outcome, detail = exc.reason, str(exc)
-        key = (station_id, evse_id)
-        if limit_w is not None and outcome != "Accepted" and self.limits.get(key) == limit_w:
-            # not in force: forget it so the next evaluation tries again
-            self.limits.pop(key, None)
-            self.expires.pop(key, None)
-            self.backoff[key] = self.mono() + self.config.retry_after_s
-        entry = AuditEntry(
-            self.wall(), tags, station_id, evse_id, action, reason, limit_w, outcome, detail
-        )
+        self._audit(key, action, reason, limit_w, outcome, detail, tags)
+        if limit_w is None:
+            return
+        stats.sent += 1
+        current = self.limits.get(key) == limit_w  # not superseded meanwhile
+        if outcome == "Accepted":
+            stats.accepted += 1
+            if variant:
+                name = "/".join(VARIANTS[variant])
+                stats.fallbacks[name] = stats.fallbacks.get(name, 0) + 1
+                self.unit_reasons.setdefault(station_id, {})[evse_id] = f"{_FALLBACK} {name}"
+            if current and action != "renew":
+                self._expect(key, limit_w, from_w)
+            return
+        if outcome in _REFUSALS:
+            stats.rejected += 1
+        else:
+            stats.failed += 1
+        if not current:
+            return
+        nxt = self._next_variant(key, variant)
+        if outcome in _REFUSALS and nxt is not None:
+            self.variant[key] = nxt
+            name = "/".join(VARIANTS[nxt])
+            self._spawn(station_id, evse_id, limit_w, "fallback", f"{outcome}: try {name}", tags)
+            return
+        # not in force: forget it, count on the others, try again later
+        self.limits.pop(key, None)
+        self.expires.pop(key, None)
+        self.backoff[key] = self.mono() + self.config.retry_after_s
+        if outcome in _REFUSALS:
+            self.variant.pop(key, None)
+            self._mark(key, f"refused every form of limit ({outcome})", limit_w)
+        elif outcome == "timeout":
+            self._mark(key, "did not answer SetChargingProfile", limit_w)
+
+    def _next_variant(self, key: Key, variant: int) -> int | None:
+        """The next way to express a limit; "other" purposes only with a transaction
+        (without one, tx_default is the only per-EVSE purpose)."""
+        evse = self._evse(key)
+        has_tx = evse is not None and evse.transaction is not None
+        for i in range(variant + 1, len(VARIANTS)):
+            if VARIANTS[i][1] == "natural" or has_tx:
+                return i
+        return None
+
+    def _expect(self, key: Key, limit_w: float, from_w: float) -> None:
+        rp = self.config.response
+        old = self.expect.get(key)
+        if old is not None:  # a changed limit: keep the clock of the first one
+            from_w = old.from_w
+        if not needs_check(limit_w, from_w, rp):
+            self.expect.pop(key, None)
+            return
+        now = self.mono()
+        model = self._model(key[0])
+        stats = self.models.setdefault(model, ModelResponse())
+        delay = expected_delay_s(stats.delays_s, rp)
+        accepted = old.accepted_at if old is not None else now
+        due = old.due_at if old is not None else now + delay
+        self.expect[key] = Expectation(limit_w, from_w, accepted, due, model)
+
+    def _audit(
+        self,
+        key: Key,
+        action: Action,
+        reason: str,
+        limit_w: float | None,
+        outcome: str,
+        detail: str | None,
+        tags: tuple[str, ...] | None = None,
+    ) -> None:
+        if tags is None:
+            tags = tuple(s.id for s in self.active_services())
+        sid, eid = key
+        entry = AuditEntry(self.wall(), tags, sid, eid, action, reason, limit_w, outcome, detail)
         self.audit.append(entry)
         if self.on_audit is not None:
             self.on_audit(entry)
 
-    def _profile(self, station_id: str, evse_id: int, limit_w: float) -> ChargingProfile:
-        """A W limit on the running transaction (else the EVSE's default), always expiring."""
+    def _profile(self, key: Key, limit_w: float, variant: Variant) -> ChargingProfile:
+        """A limit on the running transaction (else the EVSE's default), always expiring."""
         now = self.wall()
-        station = self.fleet.stations.get(station_id)
-        evse = station.evses.get(evse_id) if station is not None else None
+        evse = self._evse(key)
         tx = evse.transaction if evse is not None else None
+        unit, which = variant
+        natural: Purpose = "tx" if tx is not None else "tx_default"
+        purpose: Purpose = natural if which == "natural" else _other(natural)
+        value = round(limit_w, 1)
+        if unit == "A":
+            spec = self.specs.get(key, _DEFAULT_SPEC)
+            value = round(w_to_a(limit_w, spec.voltage_v, spec.phases), 1)
         return ChargingProfile(
-            profile_id=self.config.profile_id_base + evse_id,
+            profile_id=self.config.profile_id_base + key[1],
             stack_level=self.config.stack_level,
-            purpose="tx" if tx is not None else "tx_default",
-            unit="W",
-            periods=(SchedulePeriod(0, round(limit_w, 1)),),
+            purpose=purpose,
+            unit=unit,
+            periods=(SchedulePeriod(0, value),),
             start_schedule=now,
             valid_to=now + timedelta(seconds=self.config.valid_for_s),
-            transaction_id=tx.transaction_id if tx is not None else None,
+            transaction_id=tx.transaction_id if tx is not None and purpose == "tx" else None,
         )
 
     # -- records and state --------------------------------------------------------
     def _record(self, now: datetime) -> None:
         measured = self.fleet.summary().power_w
-        base = self.baseline.total_w if self.baseline is not None else measured
+        base = self.baseline_w() if self.baseline is not None else measured
         for service in self.active_services():
             row = RecordRow(
                 now,
@@ -421,11 +664,21 @@ class Engine:
             if self.on_record is not None:
                 self.on_record(service.id, row)
 
+    def control_reasons(self, station_id: str) -> list[str]:
+        """Machine-readable reasons from the closed loop, for the readiness report."""
+        out = []
+        for eid, why in self.unit_reasons.get(station_id, {}).items():
+            if (station_id, eid) in self.non_responding:
+                out.append(f"control:non_responding:EVSE.{eid}")
+            elif why.startswith(_FALLBACK):
+                out.append(f"control:fallback:{why.rsplit(' ', 1)[-1]}")
+        return out
+
     def state(self, period_s: float = 900.0) -> GridState:
         now = self.wall()
         units = self._units(now)
         measured = self.fleet.summary().power_w
-        base = self.baseline.total_w if self.baseline is not None else None
+        base = self.baseline_w() if self.baseline is not None else None
         return GridState(
             freq_hz=self.health.last.freq_hz if self.health.last is not None else None,
             feed=self.health,
@@ -435,7 +688,30 @@ class Engine:
             target_w=None if base is None else base + self.delta_w,
             measured_w=measured,
             limits=len(self.limits),
+            non_responding=len(self.non_responding),
             flexibility=flexibility(units),
             p90_down_w=p90_w(units, {}, now.timestamp(), period_s, direction="down"),
             p90_up_w=p90_w(units, {}, now.timestamp(), period_s, direction="up"),
         )
+
+
+Purpose = Literal["tx", "tx_default", "station_max"]
+_DEFAULT_SPEC = EvseSpec()
+_FALLBACK = "takes limits only as"
+
+
+def _delay_s(exp: Expectation, evse: Evse | None, now: float, wall: datetime) -> float:
+    """Seconds from acceptance to the measurement that showed the move.
+
+    The station's measurement time when it has one (tick-independent), else now.
+    """
+    delay = now - exp.accepted_at
+    at = evse.power_measured_at if evse is not None else None
+    if at is not None:
+        accepted_wall = wall - timedelta(seconds=delay)
+        delay = min(delay, max(0.0, (at - accepted_wall).total_seconds()))
+    return delay
+
+
+def _other(purpose: Purpose) -> Purpose:
+    return "tx_default" if purpose == "tx" else "tx"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -135,6 +135,23 @@ def _judge(
     if verdict == "ready" and reports == 0:
         return "unknown", [*reasons, "observed:not_enough"]
     return verdict, reasons
+
+
+def with_control(r: StationReadiness, reasons: list[str]) -> StationReadiness:
+    """Add what the grid engine saw the station do with its limits (issue 5).
+
+    A station that accepts limits but does not follow them, or refuses every form of
+    limit, cannot deliver a grid service whatever its telemetry: `not_ready`. One that
+    takes limits only in another form (amps, another purpose) still delivers: the
+    reason is kept, the verdict is not changed.
+    """
+    if not reasons:
+        return r
+    verdict = r.verdict
+    if any(x.startswith("control:non_responding") for x in reasons):
+        verdict = "not_ready"
+    merged = tuple(dict.fromkeys((*r.reasons, *reasons)))
+    return replace(r, verdict=verdict, reasons=merged)
 
 
 def _periodic_ok(outcomes: list[Outcome]) -> bool:

@@ -13,7 +13,13 @@ from evflex.telemetry.freshness import Freshness, freshness
 from evflex.telemetry.observer import Observer
 from evflex.telemetry.policy import Policy
 from evflex.telemetry.provisioner import Provisioner
-from evflex.telemetry.readiness import ModelReadiness, StationReadiness, assess, by_model
+from evflex.telemetry.readiness import (
+    ModelReadiness,
+    StationReadiness,
+    assess,
+    by_model,
+    with_control,
+)
 
 
 class Telemetry:
@@ -33,6 +39,8 @@ class Telemetry:
         self.fleet = fleet
         self.clock = clock
         self.observer = Observer()
+        # what the grid engine saw each station do with its limits (reasons by station)
+        self.control: Callable[[str], list[str]] | None = None
         self.provisioner = Provisioner(
             port, fleet, sink, policy, concurrency=concurrency, rate_per_s=rate_per_s, clock=clock
         )
@@ -44,10 +52,13 @@ class Telemetry:
     def readiness(self, now: datetime | None = None) -> list[StationReadiness]:
         now = now or self.clock()
         results = self.provisioner.results
-        return [
+        out = [
             assess(station, results.get(sid), self.observer.for_station(sid), now)
             for sid, station in sorted(self.fleet.stations.items())
         ]
+        if self.control is not None:
+            out = [with_control(r, self.control(r.station_id)) for r in out]
+        return out
 
     def models(self, now: datetime | None = None) -> list[ModelReadiness]:
         return by_model(self.readiness(now))

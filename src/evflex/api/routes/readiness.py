@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from evflex.api.deps import ReadinessSource, RoleDep, ServicesDep
 from evflex.api.schemas import ModelReadinessOut, ReadinessOut, ReasonCount
+from evflex.control.response import model_key
 
 router = APIRouter(prefix="/api/v1", tags=["readiness"])
 Format = Literal["json", "csv"]
@@ -47,9 +48,19 @@ def _models(svc: ServicesDep) -> list[ModelReadinessOut]:
             share_ready=round(m.share_ready, 4),
             verdicts=dict(m.verdicts),
             top_reasons=[ReasonCount(reason=r, stations=n) for r, n in m.top_reasons()],
+            grid_response=_grid_response(svc, m.vendor, m.model, m.firmware),
         )
         for m in _source(svc).models()
     ]
+
+
+def _grid_response(
+    svc: ServicesDep, vendor: str | None, model: str | None, firmware: str | None
+) -> dict[str, object] | None:
+    if svc.grid is None:
+        return None
+    stats = svc.grid.models.get(model_key(vendor, model, firmware))
+    return None if stats is None else stats.as_dict(svc.grid.config.response)
 
 
 def _csv(header: list[str], rows: list[list[object]], name: str) -> Response:
