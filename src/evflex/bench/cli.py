@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from evflex.bench import grid as _grid  # noqa: F401  (registers fcr, fcr-delivery)
 from evflex.bench import scenarios as _builtin  # noqa: F401  (registers the scenarios)
 from evflex.bench.report import build_report, default_path, print_report, write_json
 from evflex.bench.runner import SCENARIOS, BenchError, BenchOptions, run_once

@@ -1,4 +1,6 @@
-"""The built-in scenarios: telemetry (fixed rate and saturation), broadcast, storm, fcr.
+"""The built-in scenarios: telemetry (fixed rate and saturation), broadcast, storm.
+
+The grid-service scenarios (fcr, fcr-delivery) live in `evflex.bench.grid`.
 
 Each returns flat metrics (numbers, None for "infinite / not reached") so runs can
 be compared and their medians taken key by key.
@@ -14,12 +16,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
 
-from evflex.bench import frames
 from evflex.bench.loadgen import (
     ClosedLoopTelemetry,
     ConnectStats,
@@ -420,96 +420,3 @@ async def storm(ctx: BenchContext) -> Metrics:
     finally:
         await fleet.close()
     return metrics
-
-
-@scenario("fcr")
-async def fcr(ctx: BenchContext) -> Metrics:
-    """FCR full activation: charging stations (7.4 kW each), an FCR bid of half their
-    power, then 49.8 Hz. Measures from posting the frequency to each station's answer
-    to its SetChargingProfile (server clock, from the engine's audit), and the same
-    for the release (DELETE of the service → ClearChargingProfile)."""
-    o = ctx.options
-    fleet, metrics = await _connected_idle_fleet(ctx)
-    try:
-        stations = await _charging(ctx, fleet, metrics)
-        await _report_power(stations, o.timeout_s)
-        bid_w = 0.5 * 7400.0 * len(stations)
-        created = await ctx.http.post("/api/v1/services", json={"type": "fcr", "bid_w": bid_w})
-        created.raise_for_status()
-        service_id = created.json()["id"]
-        want = math.ceil(len(stations) / 2)
-        feed = asyncio.create_task(_hold_frequency(ctx.http, 49.8))
-        try:
-            started = time.time()
-            await _post_frequency(ctx.http, 49.8, 3)
-            set_s = await _answers(ctx, service_id, "set", want, started)
-            started = time.time()
-            (await ctx.http.delete(f"/api/v1/services/{service_id}")).raise_for_status()
-            release_s = await _answers(ctx, service_id, "release", len(set_s), started)
-        finally:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
-        metrics["fcr_bid_w"] = bid_w
-        metrics["fcr_commanded"] = len(set_s)
-        metrics.update(_latency_ms("fcr_set", set_s))
-        metrics.update(_latency_ms("fcr_release", release_s))
-        return metrics
-    finally:
-        await fleet.close()
-
-
-async def _report_power(stations: Sequence[LoadStation], timeout_s: float) -> None:
-    """One MeterValues (7.4 kW) per station, answered: the server then knows the power."""
-    ts = frames.timestamp()
-
-    def builder(prefix: bytes) -> Callable[[str], bytes]:
-        return lambda mid: frames.meter_values(mid.encode(), prefix, ts, 1)
-
-    futures = [s.setup_call(builder(s.mv_prefix)) for s in stations]
-    if futures:
-        await asyncio.wait(futures, timeout=timeout_s)
-
-
-async def _post_frequency(http: httpx.AsyncClient, hz: float, n: int = 1) -> None:
-    now = time.time()
-    body = [{"hz": hz, "ts": now - 0.001 * (n - 1 - i)} for i in range(n)]
-    (await http.post("/api/v1/grid/frequency", json=body)).raise_for_status()
-
-
-async def _hold_frequency(http: httpx.AsyncClient, hz: float) -> None:
-    """Keep the feed fresh (the engine releases everything on a stale feed)."""
-    while True:
-        await asyncio.sleep(0.5)
-        await _post_frequency(http, hz)
-
-
-async def _answers(
-    ctx: BenchContext, service_id: str, action: str, want: int, started: float
-) -> list[float]:
-    """Seconds from `started` to each answered `action` of the service, once `want` are in."""
-    deadline = time.monotonic() + ctx.options.timeout_s
-    answers: list[float] = []
-    while time.monotonic() < deadline:
-        r = await ctx.http.get(f"/api/v1/services/{service_id}/audit")
-        r.raise_for_status()
-        answers = [
-            datetime.fromisoformat(a["at"]).timestamp() - started
-            for a in r.json()
-            if a["action"] == action and a["outcome"] in ("Accepted", "NotSupported", "Unknown")
-        ]
-        if len(answers) >= want:
-            return answers
-        await asyncio.sleep(0.1)  # another process: poll with a deadline
-    ctx.note(f"fcr: only {len(answers)} of {want} {action} answers within the timeout")
-    return answers
-
-
-def _latency_ms(prefix: str, seconds: list[float]) -> Metrics:
-    if not seconds:
-        return {f"{prefix}_p50_ms": None, f"{prefix}_max_ms": None}
-    ordered = sorted(seconds)
-    return {
-        f"{prefix}_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
-        f"{prefix}_max_ms": round(1000 * ordered[-1], 1),
-    }
