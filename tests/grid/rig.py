@@ -101,10 +101,10 @@ class Rig:
         return True
 
     def commanded_w(self) -> float:
-        """Σ (limit − baseline) over the limits evflex believes in force (W)."""
+        """Σ (limit − the unit's baseline) over the limits evflex believes in force (W)."""
         engine = self.server.app.grid
         assert engine.baseline is not None, "no baseline: no service active"
-        base = engine.baseline.power_w
+        base = {**engine.baseline.power_w, **engine.unit_base}  # meter-before per unit
         return sum(limit - base[key] for key, limit in engine.limits.items())
 
 
