@@ -21,6 +21,7 @@ from evflex.api.app import create_api
 from evflex.api.deps import Services
 from evflex.config import Settings
 from evflex.control.loop import AuditEntry, Engine, EngineConfig, RecordRow
+from evflex.control.response import ResponseParams
 from evflex.fleet.events import Event, EventSink
 from evflex.fleet.model import EvseStatus, Transaction
 from evflex.fleet.state import FleetState
@@ -284,6 +285,11 @@ def grid_config(settings: Settings) -> EngineConfig:
         threshold_w=settings.grid_threshold_w,
         tick_s=settings.grid_tick_s,
         health=HealthParams(stale_after_s=settings.grid_stale_after_s),
+        response=ResponseParams(
+            default_delay_s=settings.grid_response_delay_s,
+            min_delay_s=min(3.0, settings.grid_response_delay_s),
+            hold_s=settings.grid_response_hold_s,
+        ),
     )
 
 

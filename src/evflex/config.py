@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     grid_threshold_w: float = Field(
         200.0, ge=0, description="smaller changes of a grid limit are not sent"
     )
+    grid_response_delay_s: float = Field(
+        6.0,
+        gt=0,
+        le=60,
+        description="how long a charger of a not yet observed model may take to follow an "
+        "accepted limit before it is marked non-responding and others compensate (s); "
+        "learned per model once observed",
+    )
+    grid_response_hold_s: float = Field(
+        900.0, gt=0, description="how long a non-responding unit is left out before a retry (s)"
+    )
     grid_mqtt_host: str | None = Field(None, description="MQTT broker for frequency (optional)")
     grid_mqtt_port: int = Field(1883, ge=1, le=65535)
     grid_mqtt_topic: str = Field("evflex/grid/frequency")
