@@ -20,7 +20,7 @@ from prometheus_client import generate_latest
 from evflex.api.app import create_api
 from evflex.api.deps import Services
 from evflex.config import Settings
-from evflex.control.loop import AuditEntry, Engine, EngineConfig, RecordRow
+from evflex.control.loop import AuditEntry, Engine, EngineConfig, RecordRow, UnitRow
 from evflex.control.response import ResponseParams
 from evflex.fleet.events import Event, EventSink
 from evflex.fleet.model import EvseStatus, Transaction
@@ -111,6 +111,7 @@ class App:
         self.grid_store = GridStore(self.engine)
         self.grid.on_record = self._store_record
         self.grid.on_audit = self._store_audit
+        self.grid.on_unit_rows = self._store_unit_rows
         self.metrics_registry = build_registry(
             EvflexCollector(self.gateway, self.fleet, self.recorder, self.telemetry, self.grid)
         )
@@ -124,6 +125,7 @@ class App:
                 grid=self.grid,
                 frequency=self.frequency,
                 grid_records=self.grid_store.records,
+                grid_unit_records=self.grid_store.unit_rows,
             ),
             metrics=self.metrics_text,
         )
@@ -134,6 +136,9 @@ class App:
 
     def _store_record(self, service_id: str, row: RecordRow) -> None:
         self.grid_store.record({"service_id": service_id, **asdict(row)})
+
+    def _store_unit_rows(self, rows: list[UnitRow]) -> None:
+        self.grid_store.unit_records([asdict(r) for r in rows])
 
     def _store_audit(self, entry: AuditEntry) -> None:
         row = asdict(entry)

@@ -8,7 +8,9 @@ reported per hardware model in the readiness data."
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from pathlib import Path
 
 from evflex.control.response import ResponseParams
@@ -70,6 +72,36 @@ async def test_accepting_but_ignoring_chargers_are_marked_and_compensated(
             assert marked == len(flagged)
             audit = [a for a in engine.audit if a.action == "non_responding"]
             assert {a.station_id for a in audit} == flagged
+            await _per_unit_record_adds_up(rig)
+
+
+async def _per_unit_record_adds_up(rig: Rig) -> None:
+    """Point 7: per-unit target and measured power; Σ over units = the portfolio delivery."""
+    engine = rig.server.app.grid
+    (service_id,) = [s.id for s in engine.active_services()]
+    ticks = engine.evaluations
+    await rig.until(lambda: engine.evaluations > ticks + 10, 5, "a few more records")
+    units = list(
+        csv.DictReader(
+            io.StringIO((await rig.api.get(f"/api/v1/services/{service_id}/units.csv")).text)
+        )
+    )
+    portfolio = list(
+        csv.DictReader(
+            io.StringIO((await rig.api.get(f"/api/v1/services/{service_id}/record.csv")).text)
+        )
+    )
+    assert units and portfolio
+    ignored = {(r["station_id"], r["evse_id"]) for r in units if r["target_w"] == ""}
+    limited = {(r["station_id"], r["evse_id"]) for r in units if r["target_w"] != ""}
+    assert {f"{sid}" for sid, _ in engine.non_responding} <= {sid for sid, _ in ignored}
+    assert {(sid, str(eid)) for sid, eid in engine.limits} <= limited
+    last = portfolio[-1]
+    rows = [r for r in units if r["ts"] == last["ts"]]
+    assert rows, "a per-unit row for the portfolio row's second"
+    by_units = sum(float(r["measured_w"]) - float(r["baseline_w"]) for r in rows)
+    by_portfolio = float(last["measured_w"]) - float(last["baseline_w"])
+    assert abs(by_units - by_portfolio) < 1.0
 
 
 async def test_a_refusing_charger_is_tried_in_amps_and_the_other_purpose_then_left_out(

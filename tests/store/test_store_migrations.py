@@ -26,6 +26,7 @@ EXPECTED_TABLES = {
     "api_tokens",
     "grid_records",
     "grid_audit",
+    "grid_unit_records",
 }
 
 
@@ -45,7 +46,7 @@ async def test_upgrade_creates_the_schema(target: Target) -> None:
                 }
             )
         assert indexes == {"ix_meter_samples_station_id_ts": ["station_id", "ts"]}
-        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0002"
+        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0003"
     finally:
         await engine.dispose()
 
@@ -57,7 +58,7 @@ async def test_upgrade_twice_is_idempotent_and_keeps_data(target: Target) -> Non
         await Repository(engine).add_station("CS-1", None)
         await target.upgrade()
         assert await rows(engine, "SELECT version_num FROM alembic_version") == [
-            {"version_num": "0002"}
+            {"version_num": "0003"}
         ]
         assert [s.station_id for s in await Repository(engine).load_stations()] == ["CS-1"]
     finally:
@@ -85,7 +86,7 @@ async def test_upgrade_called_on_a_running_loop_still_works(target: Target) -> N
     db.upgrade(target.url, search_path=target.search_path)
     engine = target.engine()
     try:
-        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0002"
+        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0003"
     finally:
         await engine.dispose()
 

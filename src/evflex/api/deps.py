@@ -76,6 +76,10 @@ class Services:
     grid: Engine | None = None
     frequency: PushSource | None = None
     grid_records: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None  # stored rows
+    # per-unit rows between two times (the end open while the service runs)
+    grid_unit_records: (
+        Callable[[datetime, datetime | None], Awaitable[list[dict[str, Any]]]] | None
+    ) = None
     token_cache_s: float = 30.0
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 

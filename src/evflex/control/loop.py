@@ -124,6 +124,19 @@ class RecordRow:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitRow:
+    """One unit's second in a record: its meter-before baseline, evflex's limit on it
+    (None while it recovers after a release) and its measured power (W)."""
+
+    ts: datetime
+    station_id: str
+    evse_id: int
+    baseline_w: float
+    target_w: float | None
+    measured_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One control action: when, for which services, why, the limit and the answer."""
 
@@ -225,6 +238,7 @@ class Engine:
         self.on_record: Callable[[str, RecordRow], None] | None = None  # storage hooks
         self.on_audit: Callable[[AuditEntry], None] | None = None
         self.on_service: Callable[[ActiveService], None] | None = None
+        self.on_unit_rows: Callable[[list[UnitRow]], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self, *sources: FrequencySource) -> None:
@@ -663,6 +677,17 @@ class Engine:
             service.records.append(row)
             if self.on_record is not None:
                 self.on_record(service.id, row)
+        if self.on_unit_rows is not None and self.unit_base and self.active_services():
+            self.on_unit_rows(self.unit_rows(now))
+
+    def unit_rows(self, now: datetime) -> list[UnitRow]:
+        """The per-unit part of the record: every unit evflex controls or just released."""
+        rows = []
+        for key, base in self.unit_base.items():
+            evse = self._evse(key)
+            measured = evse.power_w if evse is not None else None
+            rows.append(UnitRow(now, key[0], key[1], base, self.limits.get(key), measured))
+        return rows
 
     def control_reasons(self, station_id: str) -> list[str]:
         """Machine-readable reasons from the closed loop, for the readiness report."""

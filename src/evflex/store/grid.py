@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from evflex.store.tables import grid_audit, grid_records
+from evflex.store.tables import grid_audit, grid_records, grid_unit_records
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ class GridStore:
         self._engine = engine
         self._interval = flush_interval_s
         self._max_rows = max_rows
-        self._pending: dict[Table, list[dict[str, Any]]] = {grid_records: [], grid_audit: []}
+        self._pending: dict[Table, list[dict[str, Any]]] = {
+            grid_records: [],
+            grid_unit_records: [],
+            grid_audit: [],
+        }
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.failures = 0
@@ -38,6 +43,10 @@ class GridStore:
 
     def audit(self, row: dict[str, Any]) -> None:
         self._add(grid_audit, row)
+
+    def unit_records(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._add(grid_unit_records, row)
 
     def _add(self, table: Table, row: dict[str, Any]) -> None:
         rows = self._pending[table]
@@ -85,6 +94,16 @@ class GridStore:
             .where(grid_records.c.service_id == service_id)
             .order_by(grid_records.c.ts)
         )
+        async with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+    async def unit_rows(self, start: datetime, end: datetime | None) -> list[dict[str, Any]]:
+        """Per-unit rows between `start` and `end` (open: until now), pending ones included."""
+        await self.flush()
+        query = select(grid_unit_records).where(grid_unit_records.c.ts >= start)
+        if end is not None:
+            query = query.where(grid_unit_records.c.ts <= end)
+        query = query.order_by(grid_unit_records.c.ts, grid_unit_records.c.id)
         async with self._engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(query)]
 

@@ -250,6 +250,19 @@ grid_records = Table(
     Index(None, "service_id", "ts"),
 )
 
+grid_unit_records = Table(
+    "grid_unit_records",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ts", UtcDateTime(), nullable=False),
+    Column("station_id", String(STATION_ID_LEN), nullable=False),
+    Column("evse_id", Integer, nullable=False),
+    Column("baseline_w", Float, nullable=False),
+    Column("target_w", Float, nullable=True),  # evflex's limit; empty while recovering
+    Column("measured_w", Float, nullable=True),
+    Index(None, "ts"),
+)
+
 grid_audit = Table(
     "grid_audit",
     metadata,

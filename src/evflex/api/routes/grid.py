@@ -309,6 +309,44 @@ async def service_record(svc: ServicesDep, _: RoleDep, service_id: str) -> Respo
     )
 
 
+UNIT_COLUMNS = ["ts", "station_id", "evse_id", "baseline_w", "target_w", "measured_w"]
+
+
+@router.get("/services/{service_id}/units.csv", response_class=Response)
+async def service_unit_record(svc: ServicesDep, _: RoleDep, service_id: str) -> Response:
+    """Per-unit 1 s rows while the service ran: each unit evflex limited, its meter-before
+    baseline, evflex's limit on it (empty while it recovers from a release) and its
+    measured power (W)."""
+    engine = _engine(svc)
+    service = engine.services.get(service_id)
+    if service is not None:
+        start, end = service.started_at, service.stopped_at
+    else:
+        rows = await svc.grid_records(service_id) if svc.grid_records is not None else []
+        if not rows:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown service {service_id}")
+        start, end = rows[0]["ts"], rows[-1]["ts"]
+    units = await svc.grid_unit_records(start, end) if svc.grid_unit_records is not None else []
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(UNIT_COLUMNS)
+    for r in units:
+        writer.writerow(
+            [
+                r["ts"].isoformat(),
+                r["station_id"],
+                r["evse_id"],
+                f"{r['baseline_w']:.1f}",
+                *("" if r[c] is None else f"{r[c]:.1f}" for c in ("target_w", "measured_w")),
+            ]
+        )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{service_id}-units.csv"'},
+    )
+
+
 @router.get("/services/{service_id}/audit", response_model=list[AuditOut])
 async def service_audit(svc: ServicesDep, _: RoleDep, service_id: str) -> list[AuditOut]:
     """Control actions taken while the service was active, with each station's answer."""
