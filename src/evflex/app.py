@@ -22,6 +22,7 @@ from evflex.api.deps import Services
 from evflex.config import Settings
 from evflex.control.loop import AuditEntry, Engine, EngineConfig, RecordRow, UnitRow
 from evflex.control.response import ResponseParams
+from evflex.control.units import EvseSpec
 from evflex.fleet.events import Event, EventSink
 from evflex.fleet.model import EvseStatus, Transaction
 from evflex.fleet.state import FleetState
@@ -106,7 +107,9 @@ class App:
         if settings.telemetry_provisioning:
             self.hub.subscribe(self.telemetry)
         self.frequency = PushSource()
-        self.grid = Engine(self.gateway, self.fleet, grid_config(settings))
+        self.grid = Engine(
+            self.gateway, self.fleet, grid_config(settings), model_specs=model_specs(settings)
+        )
         self.telemetry.control = self.grid.control_reasons  # readiness shows grid response
         self.grid_store = GridStore(self.engine)
         self.grid.on_record = self._store_record
@@ -126,6 +129,7 @@ class App:
                 frequency=self.frequency,
                 grid_records=self.grid_store.records,
                 grid_unit_records=self.grid_store.unit_rows,
+                publish=self.hub,
             ),
             metrics=self.metrics_text,
         )
@@ -279,6 +283,15 @@ def telemetry_policy(settings: Settings) -> Policy:
             for name, g in settings.telemetry_groups.items()
         ),
     )
+
+
+def model_specs(settings: Settings) -> dict[tuple[str, str], EvseSpec]:
+    """`grid_model_specs` ("Vendor/Model" → spec) as the allocator's lookup."""
+    out: dict[tuple[str, str], EvseSpec] = {}
+    for name, hardware in settings.grid_model_specs.items():
+        vendor, _, model = name.partition("/")
+        out[(vendor, model)] = hardware.to_spec()
+    return out
 
 
 def grid_config(settings: Settings) -> EngineConfig:

@@ -11,13 +11,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from evflex.control.units import BessSpec, EvseSpec
 
 DEFAULT_DB = "sqlite+aiosqlite:///./evflex.db"
 _toml_path: Path | None = None
@@ -31,6 +33,49 @@ class TelemetryGroup(BaseModel):
     stations: list[str] = Field(min_length=1)
     delta_w: int = Field(gt=0)
     periodic_s: int = Field(gt=0)
+
+
+class BessConfig(BaseModel):
+    capacity_wh: float = Field(gt=0)
+    max_charge_w: float = Field(gt=0)
+    max_discharge_w: float = Field(gt=0)
+    soc_min_pct: float = Field(10.0, ge=0, le=100)
+    soc_max_pct: float = Field(90.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _window(self) -> BessConfig:
+        if self.soc_min_pct >= self.soc_max_pct:
+            raise ValueError("soc_min_pct must be below soc_max_pct")
+        return self
+
+
+class HardwareSpec(BaseModel):
+    """A hardware model's capabilities for grid allocation (inventory, per vendor/model)."""
+
+    max_power_w: float = Field(11_040.0, gt=0)
+    phases: int = Field(3, ge=1, le=3)
+    voltage_v: float = Field(230.0, gt=0)
+    ac: bool = True
+    min_current_a: float = Field(6.0, ge=0)
+    max_discharge_w: float = Field(0.0, ge=0, description="> 0: bidirectional (V2G) EVSEs")
+    bess: BessConfig | None = None
+
+    def to_spec(self) -> EvseSpec:
+        bess = None
+        if self.bess is not None:
+            b = self.bess
+            bess = BessSpec(
+                b.capacity_wh, b.max_charge_w, b.max_discharge_w, b.soc_min_pct, b.soc_max_pct
+            )
+        return EvseSpec(
+            self.max_power_w,
+            self.phases,
+            self.voltage_v,
+            self.ac,
+            self.min_current_a,
+            self.max_discharge_w,
+            bess,
+        )
 
 
 class Settings(BaseSettings):
@@ -101,6 +146,11 @@ class Settings(BaseSettings):
     )
     grid_response_hold_s: float = Field(
         900.0, gt=0, description="how long a non-responding unit is left out before a retry (s)"
+    )
+    grid_model_specs: dict[str, HardwareSpec] = Field(
+        default_factory=dict,
+        description='per hardware model, keyed "Vendor/Model": power rating, phases, V2G, '
+        "BESS limits; EVSEs of unlisted models are taken as 11 kW AC, 3 x 16 A",
     )
     grid_mqtt_host: str | None = Field(None, description="MQTT broker for frequency (optional)")
     grid_mqtt_port: int = Field(1883, ge=1, le=65535)

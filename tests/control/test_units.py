@@ -16,10 +16,11 @@ from evflex.control.units import (
     a_to_w,
     departure_floor_w,
     ev_unit,
+    session_from_needs,
     units_from_fleet,
     w_to_a,
 )
-from evflex.fleet.model import EvseStatus
+from evflex.fleet.model import ChargingNeeds, EvseStatus
 
 from .fleet_helpers import T0, fleet_of
 
@@ -114,3 +115,32 @@ def test_capture_baseline_marks_stale_and_missing() -> None:
     assert base.power_w == {("a", 1): 7000.0, ("a", 2): 0.0, ("b", 1): 3000.0}
     assert base.total_w == 10_000.0
     assert base.stale == {("a", 2), ("b", 1)}
+
+
+def test_needs_stated_by_the_ev_shape_the_unit() -> None:
+    """Departure and energy need → a departure floor; the EV's own limit caps the EVSE."""
+    fleet = fleet_of(("S", 1, 7_000.0, True))
+    evse = fleet.stations["S"].evses[1]
+    evse.energy_wh = 1_000.0
+    # 30 min left, 3 kWh still wanted, at most 7.4 kW: the floor must keep the need
+    evse.needs = ChargingNeeds(
+        T0, "ev", T0 + timedelta(minutes=30), 4_000.0, 0.0, ev_max_power_w=7_400.0
+    )
+    (unit,) = units_from_fleet(fleet, {}, {}, {}, T0.timestamp(), horizon_s=900.0)
+    info = session_from_needs(evse.needs, evse.energy_wh)
+    assert info.energy_need_wh == 3_000.0  # 4 kWh stated, 1 kWh delivered since
+    expected = departure_floor_w(3_000.0, 1_800.0, 7_400.0, 900.0)
+    assert expected > 0 and unit.floor_w == max(expected, unit.gap_w)
+    # an opted-out driver's EVSE is no unit at all
+    evse.needs = ChargingNeeds(T0, "api", opt_out=True)
+    assert units_from_fleet(fleet, {}, {}, {}, T0.timestamp()) == []
+
+
+def test_model_specs_apply_by_vendor_and_model() -> None:
+    fleet = fleet_of(("S", 1, 2_000.0, True))
+    fleet.stations["S"].vendor, fleet.stations["S"].model = "Acme", "Solo"
+    one_phase = EvseSpec(max_w=3_680.0, phases=1)
+    (unit,) = units_from_fleet(
+        fleet, {}, {}, {}, T0.timestamp(), model_specs={("Acme", "Solo"): one_phase}
+    )
+    assert unit.gap_w == 6.0 * 230.0  # 1 phase: the 6 A minimum is 1.38 kW

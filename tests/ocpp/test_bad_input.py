@@ -66,7 +66,7 @@ def with_status(version: str, **changes: Any) -> dict[str, Any]:
 def cases(version: str) -> list[tuple[str, Any, str, str]]:
     status_field = "status" if version == V16 else "connectorStatus"
     id_field = "connectorId" if version == V16 else "evseId"
-    unhandled = "SignCertificate" if version == V16 else "NotifyEVChargingNeeds"
+    unhandled = "SignCertificate" if version == V16 else "ReservationStatusUpdate"
     return [
         ("not-json", "[2, 'x', oops", "-1", "FormatViolation"),
         ("not-a-list", '{"hello": 1}', "-1", "ProtocolError"),

@@ -177,6 +177,21 @@ async def test_every_model_connects_and_reports_power(server: Server) -> None:
                 15,
             )
             assert detail["connected"]
+        # 2.0.1 cars state their needs (K17 NotifyEVChargingNeeds); evflex keeps them
+        cars = [
+            (st, e)
+            for st in fleet.stations
+            if st.model.ocpp.value == "ocpp2.0.1" and st.model.kind.value != "bess"
+            for e in st.evses
+            if e.ev is not None and e.tx is not None
+        ]
+        assert cars
+        for st, e in cars[:5]:
+            r = await api.get(f"/api/v1/stations/{st.station_id}/evses/{e.id}/session")
+            assert r.status_code == 200, r.text
+            needs = r.json()
+            assert needs["source"] == "ev" and needs["energy_need_wh"] >= 0
+            assert needs["departure"] is not None
         assert fleet.stats.call_errors == 0
 
 

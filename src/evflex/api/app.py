@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 import evflex
 from evflex.api.deps import Services
-from evflex.api.routes import commands, fleet, grid, readiness, stations
+from evflex.api.routes import commands, fleet, flexibility, grid, readiness, stations
 
 
 def create_api(services: Services, metrics: Callable[[], bytes] | None = None) -> FastAPI:
@@ -27,6 +27,7 @@ def create_api(services: Services, metrics: Callable[[], bytes] | None = None) -
     api.include_router(commands.router)
     api.include_router(readiness.router)
     api.include_router(grid.router)
+    api.include_router(flexibility.router)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

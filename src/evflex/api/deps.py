@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from evflex.control.loop import Engine
 from evflex.fleet.commands import Command, CommandError, CommandPort, CommandResult
+from evflex.fleet.events import Event
 from evflex.fleet.state import FleetState
 from evflex.grid.push import PushSource
 from evflex.telemetry.readiness import ModelReadiness, StationReadiness
@@ -80,6 +81,7 @@ class Services:
     grid_unit_records: (
         Callable[[datetime, datetime | None], Awaitable[list[dict[str, Any]]]] | None
     ) = None
+    publish: Callable[[Event], None] | None = None  # into the domain (the event hub)
     token_cache_s: float = 30.0
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 

@@ -54,7 +54,15 @@ from evflex.control.services import (
     frequency_gate,
     setpoint_delta_w,
 )
-from evflex.control.units import EvseSpec, Key, SessionInfo, Unit, units_from_fleet, w_to_a
+from evflex.control.units import (
+    EvseSpec,
+    Key,
+    SessionInfo,
+    Unit,
+    session_from_needs,
+    units_from_fleet,
+    w_to_a,
+)
 from evflex.fleet.commands import (
     ChargingProfile,
     ClearChargingProfile,
@@ -206,11 +214,13 @@ class Engine:
         mono: Callable[[], float] = time.monotonic,
         specs: Mapping[Key, EvseSpec] | None = None,
         sessions: Mapping[Key, SessionInfo] | None = None,
+        model_specs: Mapping[tuple[str, str], EvseSpec] | None = None,
     ) -> None:
         self.port, self.fleet, self.config = port, fleet, config
         self.wall, self.mono = wall, mono
-        self.specs: Mapping[Key, EvseSpec] = specs if specs is not None else {}
+        self.specs: dict[Key, EvseSpec] = dict(specs) if specs is not None else {}
         self.sessions: Mapping[Key, SessionInfo] = sessions if sessions is not None else {}
+        self.model_specs: Mapping[tuple[str, str], EvseSpec] = model_specs or {}
         self.health = FeedHealth()
         self.services: dict[str, ActiveService] = {}
         self.baseline: Baseline | None = None  # the fleet just before the first activation
@@ -311,6 +321,10 @@ class Engine:
             self.baseline, self.plan = None, None
         return service
 
+    def set_spec(self, key: Key, spec: EvseSpec) -> None:
+        """An EVSE's capabilities (operator inventory); used from the next re-plan on."""
+        self.specs[key] = spec
+
     def active_services(self) -> list[ActiveService]:
         return [s for s in self.services.values() if s.active]
 
@@ -386,11 +400,30 @@ class Engine:
         the others' baseline is what they draw now (they are not being controlled).
         """
         units = units_from_fleet(
-            self.fleet, self.unit_base, self.specs, self.sessions, now.timestamp()
+            self.fleet,
+            self.unit_base,
+            self.specs,
+            self.sessions,
+            now.timestamp(),
+            model_specs=self.model_specs,
         )
         if not self.non_responding:
             return units
         return [u for u in units if (u.station_id, u.evse_id) not in self.non_responding]
+
+    def _sessions(self, units: list[Unit]) -> dict[Key, SessionInfo]:
+        """Each unit's session as the allocator sees it (departures feed the P90)."""
+        out: dict[Key, SessionInfo] = {}
+        for u in units:
+            key = (u.station_id, u.evse_id)
+            given = self.sessions.get(key)
+            if given is not None:
+                out[key] = given
+                continue
+            evse = self._evse(key)
+            if evse is not None and evse.needs is not None:
+                out[key] = session_from_needs(evse.needs, evse.energy_wh)
+        return out
 
     def baseline_w(self) -> float:
         """The portfolio's counterfactual power now (W): what it would draw without evflex.
@@ -702,6 +735,7 @@ class Engine:
     def state(self, period_s: float = 900.0) -> GridState:
         now = self.wall()
         units = self._units(now)
+        sessions = self._sessions(units)
         measured = self.fleet.summary().power_w
         base = self.baseline_w() if self.baseline is not None else None
         return GridState(
@@ -715,8 +749,8 @@ class Engine:
             limits=len(self.limits),
             non_responding=len(self.non_responding),
             flexibility=flexibility(units),
-            p90_down_w=p90_w(units, {}, now.timestamp(), period_s, direction="down"),
-            p90_up_w=p90_w(units, {}, now.timestamp(), period_s, direction="up"),
+            p90_down_w=p90_w(units, sessions, now.timestamp(), period_s, direction="down"),
+            p90_up_w=p90_w(units, sessions, now.timestamp(), period_s, direction="up"),
         )
 
 

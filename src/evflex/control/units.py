@@ -22,9 +22,9 @@ import functools
 import math
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from evflex.fleet.model import EvseStatus
+from evflex.fleet.model import ChargingNeeds, EvseStatus
 from evflex.fleet.state import FleetState
 
 Key = tuple[str, int]
@@ -73,6 +73,9 @@ class SessionInfo:
     reserve_pct: float = 30.0  # V2G never discharges below this SoC
     v2g: bool = False  # vehicle capable and driver consented
     opt_out: bool = False
+
+
+_NO_SESSION = SessionInfo()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,27 @@ def bess_unit(
     return Unit(*key, baseline_w, hi, -dis, -dis, 0.0, NO_DEPARTURE_LAXITY_S, _seed(key), True)
 
 
+def session_from_needs(needs: ChargingNeeds | None, register_wh: float | None) -> SessionInfo:
+    """What the allocator knows of a session from the EV's or the driver's statement.
+
+    The energy still needed shrinks by what the EVSE's register counted since the
+    statement: E_left = E_stated − (register_now − register_then), at least 0.
+    """
+    if needs is None:
+        return _NO_SESSION
+    need = needs.energy_wh
+    if need is not None and needs.register_wh is not None and register_wh is not None:
+        need = max(0.0, need - (register_wh - needs.register_wh))
+    return SessionInfo(
+        departure_ts=needs.departure_at.timestamp() if needs.departure_at else None,
+        energy_need_wh=need,
+        battery_wh=needs.battery_wh,
+        reserve_pct=needs.reserve_pct if needs.reserve_pct is not None else 30.0,
+        v2g=needs.v2g,
+        opt_out=needs.opt_out,
+    )
+
+
 def units_from_fleet(
     fleet: FleetState,
     baseline: Mapping[Key, float],
@@ -198,27 +222,38 @@ def units_from_fleet(
     horizon_s: float = 900.0,
     budget: V2gBudget = unlimited_budget,
     default_spec: EvseSpec = EvseSpec(),
+    model_specs: Mapping[tuple[str, str], EvseSpec] | None = None,
 ) -> list[Unit]:
     """One unit per controllable EVSE of the connected stations.
 
     Included: EVSEs with an active transaction (vehicles) and EVSEs whose spec is a
     BESS with a known SoC. Excluded: faulted/unavailable EVSEs and opted-out drivers.
-    Baseline power defaults to the EVSE's last measured power.
+    Baseline power defaults to the EVSE's last measured power. The spec is the EVSE's
+    own (`specs`), else its hardware model's (`model_specs`, by vendor and model),
+    else `default_spec`; the session is `sessions`' entry, else what the EV or the
+    driver stated (`Evse.needs`), and an EV's own power limit caps the EVSE's.
     """
     units: list[Unit] = []
     for station in fleet.stations.values():
         if not station.connected:
             continue
+        station_spec = default_spec
+        if model_specs:
+            hardware = (station.vendor or "", station.model or "")
+            station_spec = model_specs.get(hardware, default_spec)
         for evse in station.evses.values():
             key = (station.station_id, evse.evse_id)
-            spec = specs.get(key, default_spec)
+            spec = specs.get(key, station_spec)
             if evse.status in _UNUSABLE:
                 continue
             base = baseline.get(key, evse.power_w or 0.0)
             if spec.bess is not None and evse.soc_pct is not None:
                 units.append(bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s))
             elif spec.bess is None and evse.transaction is not None:
-                session = sessions.get(key, SessionInfo())
+                session = sessions.get(key) or session_from_needs(evse.needs, evse.energy_wh)
+                needs = evse.needs
+                if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
+                    spec = replace(spec, max_w=needs.ev_max_power_w)
                 if not session.opt_out:
                     budget_wh = budget(*key)
                     units.append(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from evflex.fleet.model import EvseStatus, Protocol
+from evflex.fleet.model import ChargingNeeds, EvseStatus, Protocol
 
 
 @dataclass(slots=True)
@@ -122,6 +122,15 @@ class TransactionStopped:
 
 
 @dataclass(slots=True)
+class ChargingNeedsReported:
+    """An EV's or a driver's statement of the session's needs (departure, energy, V2G)."""
+
+    station_id: str
+    evse_id: int
+    needs: ChargingNeeds
+
+
+@dataclass(slots=True)
 class StationNotice:
     """Station-reported facts kept for operators: security events, firmware status, reports.
 
@@ -160,6 +169,7 @@ Event = (
     | TransactionStopped
     | StationNotice
     | CommandCompleted
+    | ChargingNeedsReported
 )
 
 EventSink = Callable[[Event], None]

@@ -52,6 +52,29 @@ class Transaction:
         return self.stopped_at is None
 
 
+@dataclass(frozen=True, slots=True)
+class ChargingNeeds:
+    """What the EV (ISO 15118, OCPP 2.0.1 NotifyEVChargingNeeds) or the driver's app
+    said about this session. Unknown fields are None: the session is then treated as
+    fully flexible in that respect.
+
+    `energy_wh` is the energy still wanted when reported, `register_wh` the EVSE's
+    energy register at that moment, so the need left later is energy_wh − (register
+    now − register_wh).
+    """
+
+    at: datetime
+    source: str  # "ev" (from the station) or "api" (operator, driver app)
+    departure_at: datetime | None = None
+    energy_wh: float | None = None
+    register_wh: float | None = None
+    ev_max_power_w: float | None = None
+    battery_wh: float | None = None
+    v2g: bool = False  # vehicle able and driver consenting to discharge
+    opt_out: bool = False  # driver declined grid balancing for this session
+    reserve_pct: float | None = None  # V2G never discharges below this SoC
+
+
 @dataclass(slots=True)
 class Evse:
     evse_id: int
@@ -62,6 +85,7 @@ class Evse:
     energy_wh: float | None = None
     soc_pct: float | None = None
     transaction: Transaction | None = None
+    needs: ChargingNeeds | None = None
 
     @property
     def charging(self) -> bool:

@@ -8,11 +8,12 @@ stations connected, EVSEs charging and total active power.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from evflex.fleet.events import (
+    ChargingNeedsReported,
     Event,
     MeterSampled,
     StationBooted,
@@ -190,6 +191,13 @@ class FleetState:
         elif ev.charging_state in ("EVConnected", "Idle") and not ev.offline:
             self._set_status(evse, EvseStatus.OCCUPIED, ev.at)
 
+    def _on_needs(self, ev: ChargingNeedsReported) -> None:
+        evse = self.station(ev.station_id).evse(ev.evse_id)
+        needs = ev.needs
+        if needs.energy_wh is not None and needs.register_wh is None:
+            needs = replace(needs, register_wh=evse.energy_wh)  # to count energy since
+        evse.needs = needs
+
     def _on_tx_stopped(self, ev: TransactionStopped) -> None:
         station = self.station(ev.station_id)
         evse = station.find_transaction(ev.transaction_id)
@@ -199,6 +207,7 @@ class FleetState:
         _track_seq(tx, ev.seq_no, ev.offline)
         tx.stopped_at, tx.meter_stop_wh, tx.stop_reason = ev.at, ev.meter_stop_wh, ev.reason
         evse.transaction = None
+        evse.needs = None  # the session's needs end with it
         if evse.charging:
             self._set_status(evse, EvseStatus.FINISHING, ev.at)
         # a finished session draws no power; keep the aggregate honest
@@ -254,4 +263,5 @@ _HANDLERS: dict[type, Callable[[FleetState, Any], None]] = {
     TransactionStarted: FleetState._on_tx_started,
     TransactionUpdated: FleetState._on_tx_updated,
     TransactionStopped: FleetState._on_tx_stopped,
+    ChargingNeedsReported: FleetState._on_needs,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from evflex.fleet.events import (
+    ChargingNeedsReported,
     MeterSampled,
     SampledValue,
     StationBooted,
@@ -15,7 +16,7 @@ from evflex.fleet.events import (
     TransactionStopped,
     TransactionUpdated,
 )
-from evflex.fleet.model import EvseStatus
+from evflex.fleet.model import ChargingNeeds, EvseStatus
 from evflex.ocpp.timefmt import format_ts, now, parse_ts
 from evflex.ocpp.validation import V201 as SCHEMAS
 
@@ -273,6 +274,41 @@ def notify_monitoring_report(session: Session, p: Payload) -> Payload:
     return {}
 
 
+_AC_PHASES = {"AC_single_phase": 1, "AC_two_phase": 2, "AC_three_phase": 3}
+_AC_PHASE_V = 230.0  # evMaxCurrent is per phase; the EV reports no phase voltage
+
+
+def notify_ev_charging_needs(session: Session, p: Payload) -> Payload:
+    """K17: the EV's needs (ISO 15118) → version-neutral `ChargingNeeds` on the EVSE."""
+    needs = p["chargingNeeds"]
+    ac, dc = needs.get("acChargingParameters"), needs.get("dcChargingParameters")
+    energy_wh = max_w = capacity_wh = None
+    if ac is not None:
+        energy_wh = float(ac["energyAmount"])
+        phases = _AC_PHASES.get(needs["requestedEnergyTransfer"], 3)
+        max_w = float(ac["evMaxCurrent"]) * _AC_PHASE_V * phases
+    elif dc is not None:
+        energy_wh = float(dc["energyAmount"]) if "energyAmount" in dc else None
+        max_w = float(dc.get("evMaxPower") or dc["evMaxCurrent"] * dc["evMaxVoltage"])
+        capacity_wh = float(dc["evEnergyCapacity"]) if "evEnergyCapacity" in dc else None
+    departure = needs.get("departureTime")
+    session.emit(
+        ChargingNeedsReported(
+            session.station_id,
+            p["evseId"],
+            ChargingNeeds(
+                at=now(),
+                source="ev",
+                departure_at=parse_ts(departure) if departure else None,
+                energy_wh=energy_wh,
+                ev_max_power_w=max_w,
+                battery_wh=capacity_wh,
+            ),
+        )
+    )
+    return {"status": "Accepted"}
+
+
 def _notice(kind: str) -> Handler:
     def handle(session: Session, p: Payload) -> Payload:
         session.emit(StationNotice(session.station_id, kind, now(), dict(p)))
@@ -292,6 +328,7 @@ HANDLERS: dict[str, Handler] = {
     "NotifyReport": _notice("report"),
     "NotifyEvent": notify_event,
     "NotifyMonitoringReport": notify_monitoring_report,
+    "NotifyEVChargingNeeds": notify_ev_charging_needs,
     "SecurityEventNotification": _notice("security_event"),
     "FirmwareStatusNotification": _notice("firmware_status"),
     "LogStatusNotification": _notice("log_status"),

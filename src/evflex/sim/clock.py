@@ -26,6 +26,10 @@ class Clock:
         """Driver time for a wall-clock time."""
         return self.driver0 + (wall - self.wall0) * self.speed
 
+    def wall(self, driver: float) -> float:
+        """Wall-clock time for a driver time (the inverse of `driver`)."""
+        return self.wall0 + (driver - self.driver0) / self.speed
+
 
 _last_second = -1
 _last_text = ""

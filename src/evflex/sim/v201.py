@@ -12,7 +12,7 @@ import random
 import time
 from typing import Any
 
-from evflex.sim.catalogue import Model
+from evflex.sim.catalogue import Kind, Model
 from evflex.sim.clock import timestamp
 from evflex.sim.devicemodel import DeviceModel, Variable
 from evflex.sim.evse import Evse, State, Transaction
@@ -146,6 +146,37 @@ class V201Station(Station):
         tx.remote_start_id = remote_start_id
         trigger = "RemoteStart" if remote_start_id is not None else "Authorized"
         self.transaction_event(evse, tx, now, "Started", trigger)
+        self.notify_charging_needs(evse)
+
+    def notify_charging_needs(self, evse: Evse) -> None:
+        """K17: an ISO 15118 car states its departure, energy need and limits."""
+        ev, m = evse.ev, self.model
+        if ev is None or m.kind is Kind.BESS:
+            return
+        needs: dict[str, Any] = {"departureTime": timestamp(self.ctx.clock.wall(ev.departure))}
+        energy = max(0, round(ev.energy_needed_wh))
+        if m.kind is Kind.AC:
+            phases = min(ev.phases, m.phases)
+            needs["requestedEnergyTransfer"] = (
+                "AC_three_phase" if phases == 3 else ("AC_single_phase")
+            )
+            needs["acChargingParameters"] = {
+                "energyAmount": energy,
+                "evMinCurrent": 6,
+                "evMaxCurrent": max(6, int(ev.max_charge_w / (230.0 * ev.phases))),
+                "evMaxVoltage": 400,
+            }
+        else:
+            needs["requestedEnergyTransfer"] = "DC"
+            needs["dcChargingParameters"] = {
+                "evMaxCurrent": max(1, int(ev.max_charge_w / m.dc_voltage_v)),
+                "evMaxVoltage": int(m.dc_voltage_v),
+                "energyAmount": energy,
+                "evMaxPower": int(ev.max_charge_w),
+                "evEnergyCapacity": int(ev.capacity_wh),
+                "stateOfCharge": int(100 * ev.soc),
+            }
+        self.call("NotifyEVChargingNeeds", {"evseId": evse.id, "chargingNeeds": needs})
 
     def stop_transaction(self, evse: Evse, now: float, reason: str) -> None:
         tx = self.end_transaction(evse)
