@@ -503,6 +503,7 @@ async def fcr(ctx: BenchContext) -> Metrics:
         await asyncio.sleep(1.5)  # baseline captured, a few evaluations at 50.00 Hz
         expected = [s.index for s in charging] if p.bid_share >= 1.0 else []
         runs: dict[str, list[StepResult]] = {SET: [], CLEAR: []}
+        ctx.start_profile()  # --profile: py-spy on the server over the steps
         for _ in range(p.repeats):
             for action, hz in ((SET, STEP_HZ), (CLEAR, F0_HZ)):
                 want = len(expected) if expected else math.ceil(p.bid_share * len(charging))
@@ -510,6 +511,7 @@ async def fcr(ctx: BenchContext) -> Metrics:
                 runs[action].append(result)
                 if not expected and action == SET:
                     expected = [i for i, t in enumerate(fleet.stamps) if not math.isnan(t)]
+        await ctx.finish_profile()
         metrics["fcr_affected"] = len(expected)
         metrics.update(_step_metrics("fcr_set", runs[SET], expected))
         metrics.update(_step_metrics("fcr_release", runs[CLEAR], expected))
