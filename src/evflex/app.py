@@ -11,19 +11,23 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
+import orjson
 import uvicorn
 from prometheus_client import generate_latest
 
 from evflex.api.app import create_api
 from evflex.api.deps import Services
+from evflex.api.routes.grid import service_from_request, service_request
 from evflex.config import Settings
-from evflex.control.loop import AuditEntry, Engine, EngineConfig, RecordRow, UnitRow
+from evflex.control.loop import ActiveService, AuditEntry, Engine, EngineConfig, RecordRow, UnitRow
 from evflex.control.response import ResponseParams
-from evflex.control.units import EvseSpec
-from evflex.fleet.events import Event, EventSink
+from evflex.control.units import EvseSpec, Key
+from evflex.fleet.events import Event, EventSink, MeterSampled, StationConnected
 from evflex.fleet.model import EvseStatus, Transaction
 from evflex.fleet.state import FleetState
 from evflex.grid.health import HealthParams
@@ -55,6 +59,9 @@ class EventHub:
 
     def subscribe(self, sink: EventSink) -> None:
         self._sinks.append(sink)
+
+    def unsubscribe(self, sink: EventSink) -> None:
+        self._sinks.remove(sink)
 
     def __call__(self, event: Event) -> None:
         for sink in self._sinks:
@@ -115,6 +122,9 @@ class App:
         self.grid.on_record = self._store_record
         self.grid.on_audit = self._store_audit
         self.grid.on_unit_rows = self._store_unit_rows
+        self.grid.on_service = self._store_service
+        self.grid_store.state_source = self.grid.snapshot_if_dirty
+        self._resume_task: asyncio.Task[None] | None = None
         self.metrics_registry = build_registry(
             EvflexCollector(self.gateway, self.fleet, self.recorder, self.telemetry, self.grid)
         )
@@ -140,6 +150,67 @@ class App:
 
     def _store_record(self, service_id: str, row: RecordRow) -> None:
         self.grid_store.record({"service_id": service_id, **asdict(row)})
+
+    def _store_service(self, service: ActiveService) -> None:
+        request = orjson.dumps(service_request(service.kind, service.params)).decode()
+        self.grid_store.service(
+            {
+                "id": service.id,
+                "kind": service.kind,
+                "request": request,
+                "started_at": service.started_at,
+                "stopped_at": service.stopped_at,
+            }
+        )
+
+    async def _resume_grid(self) -> None:
+        """Resume the services that were active when evflex stopped (same ids), once the
+        stations under evflex's limits are back (or `grid_resume_grace_s` has passed)."""
+        rows, snapshot = await self.grid_store.load()
+        if not rows and not snapshot:
+            return
+        want = {(str(u[0]), int(u[1])) for u in (snapshot or {}).get("units", [])}
+        await self._reconnected(want, datetime.now(UTC), self.settings.grid_resume_grace_s)
+        services = []
+        for row in rows:
+            try:
+                kind, params = service_from_request(orjson.loads(row["request"]))
+            except ValueError as exc:
+                log.warning("grid: service %s not resumed: %s", row["id"], exc)
+                self.grid_store.service({**row, "stopped_at": datetime.now(UTC)})
+                continue
+            services.append((str(row["id"]), kind, params, row["started_at"]))
+        resumed = self.grid.resume(services, snapshot)
+        log.warning("grid: resumed %d service(s) after a restart", len(resumed))
+
+    async def _reconnected(self, keys: set[Key], since: datetime, timeout_s: float) -> None:
+        """Until every one of these EVSEs is connected again and has reported its power
+        since `since` (allocation must not act on stale values), at most `timeout_s`."""
+        changed = asyncio.Event()
+
+        def on_event(event: Event) -> None:
+            if type(event) is MeterSampled or type(event) is StationConnected:
+                changed.set()
+
+        self.hub.subscribe(on_event)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not self._back(keys, since) and (left := deadline - time.monotonic()) > 0:
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
+        finally:
+            self.hub.unsubscribe(on_event)
+
+    def _back(self, keys: set[Key], since: datetime) -> bool:
+        stations = self.fleet.stations
+        for sid, eid in keys:
+            st = stations.get(sid)
+            evse = st.evses.get(eid) if st is not None and st.connected else None
+            at = evse.power_measured_at if evse is not None else None
+            if at is None or at < since:
+                return False
+        return True
 
     def _store_unit_rows(self, rows: list[UnitRow]) -> None:
         self.grid_store.unit_records([asdict(r) for r in rows])
@@ -168,6 +239,7 @@ class App:
         http_port = await self._start_http(s.host, s.http_port)
         self.ports = Ports(ocpp_port, http_port)
         self.grid.start(*frequency_sources(s, self.frequency))
+        self._resume_task = asyncio.get_running_loop().create_task(self._resume_grid())
         if s.gc_freeze_interval_s > 0:
             self._gc_task = asyncio.get_running_loop().create_task(
                 _freeze_survivors(s.gc_freeze_interval_s)
@@ -187,6 +259,10 @@ class App:
             self._gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gc_task
+        if self._resume_task is not None:
+            self._resume_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resume_task
         await self.grid.stop()  # releases evflex's limits while stations are still connected
         await self.gateway.stop()
         if self._http is not None:

@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     grid_response_hold_s: float = Field(
         900.0, gt=0, description="how long a non-responding unit is left out before a retry (s)"
     )
+    grid_resume_grace_s: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description="after a restart, wait this long at most for the stations under "
+        "evflex's limits to reconnect before resuming the active grid services (s)",
+    )
     grid_model_specs: dict[str, HardwareSpec] = Field(
         default_factory=dict,
         description='per hardware model, keyed "Vendor/Model": power rating, phases, V2G, '

@@ -27,6 +27,8 @@ EXPECTED_TABLES = {
     "grid_records",
     "grid_audit",
     "grid_unit_records",
+    "grid_services",
+    "grid_engine_state",
 }
 
 
@@ -46,7 +48,7 @@ async def test_upgrade_creates_the_schema(target: Target) -> None:
                 }
             )
         assert indexes == {"ix_meter_samples_station_id_ts": ["station_id", "ts"]}
-        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0003"
+        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0004"
     finally:
         await engine.dispose()
 
@@ -58,7 +60,7 @@ async def test_upgrade_twice_is_idempotent_and_keeps_data(target: Target) -> Non
         await Repository(engine).add_station("CS-1", None)
         await target.upgrade()
         assert await rows(engine, "SELECT version_num FROM alembic_version") == [
-            {"version_num": "0003"}
+            {"version_num": "0004"}
         ]
         assert [s.station_id for s in await Repository(engine).load_stations()] == ["CS-1"]
     finally:
@@ -86,7 +88,7 @@ async def test_upgrade_called_on_a_running_loop_still_works(target: Target) -> N
     db.upgrade(target.url, search_path=target.search_path)
     engine = target.engine()
     try:
-        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0003"
+        assert await scalar(engine, "SELECT version_num FROM alembic_version") == "0004"
     finally:
         await engine.dispose()
 

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
 from evflex.control.allocation import Plan, apply_commands, evaluate, prepare
@@ -242,6 +242,7 @@ class Engine:
         self.delta_w = 0.0
         self.evaluations = 0
         self.evaluation_s = 0.0  # cumulative time spent in evaluate()
+        self._dirty = False  # limits or baselines changed since the last snapshot
         self._tasks: set[asyncio.Task[None]] = set()
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
@@ -320,6 +321,53 @@ class Engine:
         if not self.active_services():
             self.baseline, self.plan = None, None
         return service
+
+    # -- restart ------------------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        """What a restarted engine needs to take over: per unit its meter-before
+        baseline, the limit in force (with its wall-clock expiry at the station) and
+        the form of limit it takes. JSON-ready."""
+        mono, wall = self.mono(), self.wall().timestamp()
+        units = []
+        for key, base in self.unit_base.items():
+            limit = self.limits.get(key)
+            expires = self.expires.get(key)
+            valid_to = None if expires is None else round(wall + expires - mono, 3)
+            units.append([key[0], key[1], base, limit, valid_to, self.variant.get(key, 0)])
+        return {"saved_at": wall, "units": units}
+
+    def snapshot_if_dirty(self) -> dict[str, object] | None:
+        if not self._dirty:
+            return None
+        self._dirty = False
+        return self.snapshot()
+
+    def resume(
+        self,
+        services: list[tuple[str, ServiceKind, ServiceParams, datetime]],
+        snapshot: dict[str, Any] | None,
+    ) -> list[ActiveService]:
+        """Take over after a restart: the limits still in force at the stations (so
+        nothing is curtailed twice) and the services that were active, same ids."""
+        mono, wall = self.mono(), self.wall().timestamp()
+        for sid, eid, base, limit, valid_to, variant in (snapshot or {}).get("units", []):
+            key = (str(sid), int(eid))
+            self.unit_base[key] = float(base)
+            if variant:
+                self.variant[key] = int(variant)
+            if limit is not None and valid_to is not None and valid_to > wall + 1.0:
+                self.limits[key] = float(limit)
+                self.expires[key] = mono + (valid_to - wall)
+            else:  # lapsed at the station meanwhile: back to its own power soon
+                self.released_at[key] = mono
+        resumed = []
+        for service_id, kind, params, started_at in services:
+            resumed.append(
+                self.activate(kind, params, service_id=service_id, started_at=started_at)
+            )
+        if not resumed:  # nothing to resume: release what is left
+            self.evaluate("resume: no active service")
+        return resumed
 
     def set_spec(self, key: Key, spec: EvseSpec) -> None:
         """An EVSE's capabilities (operator inventory); used from the next re-plan on."""
@@ -493,6 +541,7 @@ class Engine:
     def _mark(self, key: Key, why: str, limit_w: float | None) -> None:
         """Stop counting on a unit for `hold_s`: the others make up for it."""
         self.non_responding[key] = self.mono() + self.config.response.hold_s
+        self._dirty = True
         self.unit_reasons.setdefault(key[0], {})[key[1]] = why
         self.expect.pop(key, None)
         log.warning("grid: %s/%s non-responding: %s", key[0], key[1], why)
@@ -513,6 +562,7 @@ class Engine:
             if back or now - at > rp.max_delay_s:
                 self.unit_base.pop(key, None)
                 del self.released_at[key]
+                self._dirty = True
 
     # -- dispatch -----------------------------------------------------------------
     def _dispatch(self, cmds: Iterable[LimitCommand], reason: str, tags: tuple[str, ...]) -> None:
@@ -522,6 +572,7 @@ class Engine:
         if not cmds:
             return
         self.limits = apply_commands(self.limits, cmds)
+        self._dirty = True
         expiry = now + self.config.valid_for_s
         for sid, eid, limit in cmds:
             key = (sid, eid)
@@ -617,6 +668,7 @@ class Engine:
             self._spawn(station_id, evse_id, limit_w, "fallback", f"{outcome}: try {name}", tags)
             return
         # not in force: forget it, count on the others, try again later
+        self._dirty = True
         self.limits.pop(key, None)
         self.expires.pop(key, None)
         self.backoff[key] = self.mono() + self.config.retry_after_s

@@ -11,13 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+import orjson
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from evflex.store.tables import grid_audit, grid_records, grid_unit_records
+from evflex.store.tables import (
+    grid_audit,
+    grid_engine_state,
+    grid_records,
+    grid_services,
+    grid_unit_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,9 @@ class GridStore:
             grid_unit_records: [],
             grid_audit: [],
         }
+        self._services: dict[str, dict[str, Any]] = {}  # latest row per service, unsaved
+        self._state: dict[str, Any] | None = None  # the engine's latest snapshot, unsaved
+        self.state_source: Callable[[], dict[str, Any] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.failures = 0
@@ -43,6 +54,10 @@ class GridStore:
 
     def audit(self, row: dict[str, Any]) -> None:
         self._add(grid_audit, row)
+
+    def service(self, row: dict[str, Any]) -> None:
+        """A service started or stopped: {id, kind, request (JSON text), started_at, stopped_at}."""
+        self._services[row["id"]] = row
 
     def unit_records(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -72,6 +87,12 @@ class GridStore:
 
     async def flush(self) -> bool:
         """Write what is buffered; False (rows kept) when the database fails."""
+        if self.state_source is not None:
+            state = self.state_source()
+            if state is not None:
+                self._state = state
+        if not await self._save_services_and_state():
+            return False
         for table in self._pending:
             batch, self._pending[table] = self._pending[table], []
             if not batch:
@@ -87,6 +108,40 @@ class GridStore:
                 self._pending[table] = kept[-self._max_rows :]
                 return False
         return True
+
+    async def _save_services_and_state(self) -> bool:
+        services, self._services = self._services, {}
+        state, self._state = self._state, None
+        if not services and state is None:
+            return True
+        try:
+            async with self._engine.begin() as conn:
+                if services:
+                    ids = list(services)
+                    await conn.execute(delete(grid_services).where(grid_services.c.id.in_(ids)))
+                    await conn.execute(insert(grid_services), list(services.values()))
+                if state is not None:
+                    await conn.execute(delete(grid_engine_state))
+                    data = orjson.dumps(state).decode()
+                    row = {"id": 1, "saved_at": datetime.now(UTC), "data": data}
+                    await conn.execute(insert(grid_engine_state), [row])
+        except Exception:
+            self.failures += 1
+            log.exception("store: could not save grid services/state; kept")
+            self._services = {**services, **self._services}
+            self._state = self._state if self._state is not None else state
+            return False
+        return True
+
+    async def load(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The services that were active when evflex stopped, and the engine's snapshot."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(grid_services).where(grid_services.c.stopped_at.is_(None))
+            )
+            services = [dict(r._mapping) for r in rows]
+            state = (await conn.execute(select(grid_engine_state.c.data))).scalar()
+        return services, (orjson.loads(state) if state else None)
 
     async def records(self, service_id: str) -> list[dict[str, Any]]:
         query = (

@@ -263,6 +263,24 @@ grid_unit_records = Table(
     Index(None, "ts"),
 )
 
+grid_services = Table(
+    "grid_services",
+    metadata,
+    Column("id", String(SERVICE_ID_LEN), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("request", Text, nullable=False),  # the API body that starts it (JSON)
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("stopped_at", UtcDateTime(), nullable=True),
+)
+
+grid_engine_state = Table(
+    "grid_engine_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # a single row, id 1
+    Column("saved_at", UtcDateTime(), nullable=False),
+    Column("data", Text, nullable=False),  # limits in force, per-unit baselines (JSON)
+)
+
 grid_audit = Table(
     "grid_audit",
     metadata,

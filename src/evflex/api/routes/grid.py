@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, status
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from evflex.api.deps import RoleDep, ServicesDep
 from evflex.control.ffr import FfrParams
@@ -160,6 +160,24 @@ def _params(body: FcrIn | SetpointIn | DroopIn | FfrIn) -> tuple[ServiceKind, Se
         return "ffr", FfrParams(body.capacity_w, body.trigger_hz, body.support_s, body.rearm_s)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+_SERVICE_IN: TypeAdapter[FcrIn | SetpointIn | DroopIn | FfrIn] = TypeAdapter(ServiceIn)
+
+
+def service_request(kind: ServiceKind, params: ServiceParams) -> dict[str, Any]:
+    """A service as the API body that starts it (kept to resume it after a restart)."""
+    return {"type": kind, **_params_dict(params)}
+
+
+def service_from_request(request: dict[str, Any]) -> tuple[ServiceKind, ServiceParams]:
+    """The inverse of `service_request`; ValueError when it is no longer valid."""
+    try:
+        return _params(_SERVICE_IN.validate_python(request))
+    except HTTPException as exc:
+        raise ValueError(str(exc.detail)) from None
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _params_dict(p: ServiceParams) -> dict[str, Any]:
