@@ -250,6 +250,65 @@ async def test_broadcast_to_several_stations() -> None:
         assert outcomes == [("A", "result"), ("B", "result"), ("C", "error")]
 
 
+async def test_broadcast_deadline_times_out_silent_and_queued_stations() -> None:
+    """One deadline for the whole broadcast, queueing included: a station that never
+    answers and one whose call waits behind a stuck call both time out at it; the
+    others answer; every session is usable afterwards."""
+    async with (
+        asyncio.timeout(10),
+        running_gateway(call_timeout_s=30) as h,
+        h.station("A", V16) as a,
+        h.station("SILENT", V16) as silent,
+        h.station("BUSY", V201) as busy,
+    ):
+        silent.silent.add("Reset")
+        busy.silent.add("UnlockConnector")
+        stuck = asyncio.create_task(h.gateway.send("BUSY", c.UnlockConnector(1)))
+        await busy.expect_call("UnlockConnector")
+        started = asyncio.get_running_loop().time()
+        results = await h.gateway.broadcast(["A", "SILENT", "BUSY", "A"], c.Reset(), timeout_s=0.3)
+        waited = asyncio.get_running_loop().time() - started
+        assert 0.25 <= waited < 2.0
+        assert set(results) == {"A", "SILENT", "BUSY"}
+        assert isinstance(results["A"], c.CommandResult)
+        assert results["A"].status == "Accepted"
+        assert isinstance(results["SILENT"], c.CommandTimeout)
+        assert isinstance(results["BUSY"], c.CommandTimeout)
+        assert "queued" in str(results["BUSY"])
+        assert [f[2] for f in a.calls] == ["Reset"]  # listed twice, called once
+        assert h.gateway.stats.command_timeouts == 1  # the one really sent
+        await asyncio.sleep(0)  # a broadcast's command log follows right after its answers
+        logged = sorted((e.station_id, e.outcome) for e in h.of_type(CommandCompleted))
+        assert logged == [("A", "result"), ("SILENT", "timeout")]
+        # the silent station's queue moved on; the busy one never got the Reset
+        silent.silent.clear()
+        assert (await h.gateway.send("SILENT", c.Reset())).status == "Accepted"
+        stuck.cancel()
+        assert [f[2] for f in busy.calls] == ["UnlockConnector"]
+
+
+async def test_a_cancelled_broadcast_still_times_out_its_calls_in_flight() -> None:
+    async with (
+        asyncio.timeout(10),
+        running_gateway(call_timeout_s=30) as h,
+        h.station("A", V16) as a,
+    ):
+        a.silent.add("Reset")
+        task = asyncio.create_task(h.gateway.broadcast(["A"], c.Reset(), timeout_s=0.3))
+        await a.expect_call("Reset")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the call in flight is not left blocking the station's queue forever
+        a.silent.clear()
+        result = await h.gateway.send("A", c.UnlockConnector(1), timeout_s=5)
+        assert result.status == "Unlocked"
+        assert [(e.action, e.outcome) for e in h.of_type(CommandCompleted)] == [
+            ("Reset", "timeout"),
+            ("UnlockConnector", "result"),
+        ]
+
+
 async def test_broadcast_refuses_multi_step_commands_per_station() -> None:
     async with (
         asyncio.timeout(10),

@@ -39,7 +39,7 @@ from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
 from evflex.fleet.model import Protocol as OcppVersion
 from evflex.ocpp import commands_v16, commands_v201, v16, v201
 from evflex.ocpp.errors import OcppError
-from evflex.ocpp.session import Session
+from evflex.ocpp.session import CallGroup, Outgoing, Session
 from evflex.ocpp.stats import GatewayStats
 from evflex.ocpp.timefmt import now
 
@@ -266,12 +266,20 @@ class Gateway:
 
         Each station's frame is prepared and written in one pass over the fleet,
         before any answer is awaited, so no station waits for another's preparation.
+        The calls form one `CallGroup`: one deadline (`timeout_s`, queueing
+        included) and one wake-up when the last answer is in, not a Future, a timer
+        and a wake-up per station.
         """
-        pending: dict[str, tuple[asyncio.Future[dict[str, Any]], Any]] = {}
         results: dict[str, CommandResult | CommandError] = {}
         prepared: dict[bool, _Prepared | CommandError] = {}  # by "is OCPP 1.6"
+        adapters: dict[str, Any] = {}
+        timeout = timeout_s or self.call_timeout_s
+        group = CallGroup(self.loop)
         started = time.perf_counter()
+        deadline = self.loop.time() + timeout
         for station_id in station_ids:
+            if station_id in results or station_id in adapters:
+                continue  # listed twice: one call
             session = self.sessions.get(station_id)
             if session is None:
                 results[station_id] = StationNotConnected(station_id)
@@ -282,32 +290,40 @@ class Gateway:
             if isinstance(prep, CommandError):
                 results[station_id] = prep
                 continue
-            future = session.call(
-                prep.action,
-                prep.payload,
-                priority=priority,
-                timeout_s=timeout_s,
-                encoded=prep.encoded,
+            item = Outgoing(
+                prep.action, prep.payload, None, timeout, prep.encoded, group=group, key=station_id
             )
-            pending[station_id] = (future, prep.adapter)
-        if pending:
-            # one suspension for the whole fleet instead of one wake-up per station
-            await asyncio.wait([future for future, _ in pending.values()])
-        for station_id, (future, adapter) in pending.items():
-            if future.cancelled():
-                results[station_id] = CommandError("cancelled")
-                continue
-            exc = future.exception()
-            if exc is not None:
+            adapters[station_id] = prep.adapter
+            group.add(session, item)
+            session.enqueue(item, priority)
+        group.seal(deadline)
+        # one suspension for the whole fleet; if this wait is cancelled the timer
+        # stays: it still times out the calls in flight at the deadline
+        await group.done
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        # Answers are mostly identical ({"status": "Accepted"}): interpret each
+        # distinct one once. Only flat all-string answers are reused — their
+        # equality is identity of content (no 1 == True == 1.0 surprises).
+        interpreted: dict[tuple[Any, ...], CommandResult] = {}
+        for station_id, adapter in adapters.items():
+            outcome = group.outcomes[station_id]
+            if isinstance(outcome, Exception):
                 results[station_id] = (
-                    exc if isinstance(exc, CommandError) else CommandError(str(exc))
+                    outcome if isinstance(outcome, CommandError) else CommandError(str(outcome))
                 )
                 continue
-            response = future.result()
-            interpreted = adapter.interpret(command, [response])
-            results[station_id] = CommandResult(
-                interpreted.status, interpreted.response, (time.perf_counter() - started) * 1000.0
-            )
+            key: tuple[Any, ...] | None = None
+            if all(type(v) is str for v in outcome.values()):
+                key = (adapter, *outcome.items())
+                cached = interpreted.get(key)
+                if cached is not None:
+                    results[station_id] = cached
+                    continue
+            result = adapter.interpret(command, [outcome])
+            result = CommandResult(result.status, result.response, elapsed_ms)
+            if key is not None:
+                interpreted[key] = result
+            results[station_id] = result
         return results
 
 

@@ -8,6 +8,11 @@ Outbound calls (CSMS→station) go through a per-session queue with at most one
 CALL in flight, as OCPP-J requires; grid commands take an urgent lane ahead of
 routine calls. The queue never blocks inbound handling: a station's own calls
 are answered while our call to it is pending.
+
+A single call has its own Future and response timer. The calls of a broadcast
+belong to a `CallGroup` instead: one deadline timer and one Future for the whole
+fleet, and an answer only records its outcome — no Future, no timer and no
+wake-up per station (those were most of a 5,000-station broadcast's CPU).
 """
 
 from __future__ import annotations
@@ -61,12 +66,113 @@ _ids = itertools.count(1)
 class Outgoing:
     action: str
     payload: dict[str, Any]
-    future: asyncio.Future[dict[str, Any]]
+    future: asyncio.Future[dict[str, Any]] | None  # None: the outcome goes to `group`
     timeout_s: float
     encoded: bytes | None = None  # payload already validated and serialised (broadcasts)
     message_id: str = ""
     sent_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    group: CallGroup | None = None
+    key: str = ""  # the station id, within its group
+
+    @property
+    def abandoned(self) -> bool:
+        """Settled before it was sent (timed out in the queue) or given up by its caller."""
+        if self.group is not None:
+            return self.key in self.group.outcomes or self.group.done.cancelled()
+        return self.future is None or self.future.done()
+
+    def succeed(self, payload: dict[str, Any]) -> None:
+        if self.group is not None:
+            self.group.settle(self.key, payload)
+        elif self.future is not None and not self.future.done():
+            self.future.set_result(payload)
+
+    def fail(self, exc: Exception) -> None:
+        if self.group is not None:
+            self.group.settle(self.key, exc)
+        elif self.future is not None and not self.future.done():  # the caller may have left
+            self.future.set_exception(exc)
+
+
+class CallGroup:
+    """The calls of one broadcast: a shared deadline and one Future for all outcomes.
+
+    `outcomes` maps each station to its CALLRESULT payload or its exception
+    (CommandRejected, CommandTimeout, StationNotConnected, InvalidCommand). The
+    deadline bounds the whole wait, queueing included, like `Gateway.send`: at it,
+    `expire` times out every call still unanswered, in flight or still queued.
+    """
+
+    __slots__ = ("completed", "done", "items", "outcomes", "remaining", "sealed", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.outcomes: dict[str, dict[str, Any] | Exception] = {}
+        self.remaining = 0
+        self.sealed = False  # every call added: `done` may resolve
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.items: list[tuple[Session, Outgoing]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        # (session, call, answered at (perf_counter), outcome, response, error) of the
+        # calls sent, for the command log
+        self.completed: list[
+            tuple[Session, Outgoing, float, str, dict[str, Any] | None, str | None]
+        ] = []
+
+    def add(self, session: Session, item: Outgoing) -> None:
+        self.items.append((session, item))
+        self.remaining += 1
+
+    def seal(self, deadline: float) -> None:
+        """No more calls; time out what is still unanswered at loop time `deadline`."""
+        self.sealed = True
+        if self.remaining:
+            self.timer = self.done.get_loop().call_at(deadline, self.expire)
+        else:
+            self._finish()
+
+    def settle(self, key: str, outcome: dict[str, Any] | Exception) -> None:
+        if key in self.outcomes:
+            return
+        self.outcomes[key] = outcome
+        self.remaining -= 1
+        if self.remaining == 0 and self.sealed:
+            if self.timer is not None:
+                self.timer.cancel()
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        # The command log of the fleet's answers is written right after the last
+        # one, not interleaved with them: building thousands of events while answers
+        # still arrive delayed the last one by ~4 µs per station.
+        self.done.get_loop().call_soon(self.log)
+
+    def log(self) -> None:
+        """Emit a CommandCompleted per call that was sent (the command log)."""
+        completed, self.completed = self.completed, []
+        if not completed:
+            return
+        wall, perf = now(), time.perf_counter()  # one clock reading for all of them
+        for session, item, answered, outcome, response, error in completed:
+            session.emit(
+                CommandCompleted(
+                    session.station_id,
+                    item.action,
+                    item.payload,
+                    wall - timedelta(seconds=perf - item.sent_at),
+                    (answered - item.sent_at) * 1000.0,
+                    outcome,
+                    response,
+                    error,
+                )
+            )
+
+    def expire(self) -> None:
+        for session, item in self.items:
+            if item.key not in self.outcomes:
+                session.expire(item)
 
 
 class Session(WSListener):
@@ -200,12 +306,10 @@ class Session(WSListener):
         except OcppError as exc:
             # The station answered with an invalid payload: the caller learns why.
             self._complete(item, "error", error=f"{exc.code}: {exc.description}")
-            if not item.future.done():  # the caller may have given up (cancelled)
-                item.future.set_exception(CommandRejected(exc.code, exc.description, exc.details))
+            item.fail(CommandRejected(exc.code, exc.description, exc.details))
         else:
             self._complete(item, "result", response=payload)
-            if not item.future.done():
-                item.future.set_result(payload)
+            item.succeed(payload)
         self._send_next()
 
     def _on_call_error(self, msg: list[Any]) -> None:
@@ -217,8 +321,7 @@ class Session(WSListener):
         details = msg[4] if len(msg) > 4 and isinstance(msg[4], dict) else {}
         self.gateway.stats.call_errors[("received", code)] += 1
         self._complete(item, "error", error=f"{code}: {description}")
-        if not item.future.done():
-            item.future.set_exception(CommandRejected(code, description, details))
+        item.fail(CommandRejected(code, description, details))
         self._send_next()
 
     def _take_inflight(self, msg_id: Any) -> Outgoing | None:
@@ -254,10 +357,15 @@ class Session(WSListener):
         StationNotConnected.
         """
         future: asyncio.Future[dict[str, Any]] = self.gateway.loop.create_future()
-        if self._closed:
-            future.set_exception(StationNotConnected(f"{self.station_id} is not connected"))
-            return future
         item = Outgoing(action, payload, future, timeout_s or self.gateway.call_timeout_s, encoded)
+        self.enqueue(item, priority)
+        return future
+
+    def enqueue(self, item: Outgoing, priority: bool = False) -> None:
+        """Queue a prepared call (its outcome goes to its future or its group)."""
+        if self._closed:
+            item.fail(StationNotConnected(f"{self.station_id} is not connected"))
+            return
         if priority:
             if self._urgent is None:
                 self._urgent = deque()
@@ -268,26 +376,26 @@ class Session(WSListener):
             self._routine.append(item)
         if self._inflight is None:
             self._send_next()
-        return future
 
     @property
     def queued(self) -> int:
         # abandoned (cancelled) calls stay in the deque until popped; they do not count
         waiting = [*(self._urgent or ()), *(self._routine or ())]
-        return sum(1 for item in waiting if not item.future.done()) + (self._inflight is not None)
+        return sum(1 for item in waiting if not item.abandoned) + (self._inflight is not None)
 
     def _send_next(self) -> None:
         while self._inflight is None and not self._closed:
             item = self._pop()
             if item is None:
                 return
-            if item.future.done():  # cancelled by its caller while queued
+            if item.abandoned:  # cancelled by its caller or timed out while queued
                 continue
             frame = self._encode_call(item)
             if frame is None:
                 continue
             item.sent_at = time.perf_counter()
-            item.timer = self.gateway.loop.call_later(item.timeout_s, self._on_timeout, item)
+            if item.group is None:  # a group's calls share its deadline timer
+                item.timer = self.gateway.loop.call_later(item.timeout_s, self._on_timeout, item)
             self._inflight = item
             self.gateway.stats.messages[(self.protocol_name, item.action, "out")] += 1
             self._send(frame)
@@ -303,7 +411,7 @@ class Session(WSListener):
         try:
             self.schemas.validate_request(item.action, item.payload)
         except OcppError as exc:
-            item.future.set_exception(InvalidCommand(f"{exc.code}: {exc.description}"))
+            item.fail(InvalidCommand(f"{exc.code}: {exc.description}"))
             return None
         return orjson.dumps([CALL, item.message_id, item.action, item.payload])
 
@@ -320,13 +428,22 @@ class Session(WSListener):
         self._inflight = None
         self.gateway.stats.command_timeouts += 1
         self._complete(item, "timeout", error=f"no response within {item.timeout_s:g} s")
-        if not item.future.done():
-            item.future.set_exception(
+        item.fail(
+            CommandTimeout(f"{self.station_id}: {item.action} timed out after {item.timeout_s:g} s")
+        )
+        self._send_next()
+
+    def expire(self, item: Outgoing) -> None:
+        """Its group's deadline passed: time the call out, in flight or still queued."""
+        if self._inflight is item:
+            self._on_timeout(item)
+        else:  # still queued: it is skipped when its turn comes
+            item.fail(
                 CommandTimeout(
-                    f"{self.station_id}: {item.action} timed out after {item.timeout_s:g} s"
+                    f"{self.station_id}: {item.action} not sent within {item.timeout_s:g} s"
+                    " (queued behind other calls)"
                 )
             )
-        self._send_next()
 
     def _complete(
         self,
@@ -336,7 +453,12 @@ class Session(WSListener):
         response: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        duration_ms = (time.perf_counter() - item.sent_at) * 1000.0
+        answered = time.perf_counter()
+        if item.group is not None:
+            # logged when the whole broadcast is in (CallGroup.log), not on its way
+            item.group.completed.append((self, item, answered, outcome, response, error))
+            return
+        duration_ms = (answered - item.sent_at) * 1000.0
         sent_at = now() - timedelta(milliseconds=duration_ms)
         self.emit(
             CommandCompleted(
@@ -360,8 +482,7 @@ class Session(WSListener):
         for item in pending:
             if item.timer is not None:
                 item.timer.cancel()
-            if not item.future.done():
-                item.future.set_exception(exc)
+            item.fail(exc)
 
     # -- helpers ---------------------------------------------------------------
     def emit(self, event: Event) -> None:
