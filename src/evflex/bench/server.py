@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,6 +249,16 @@ class EvflexServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status."""
+        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status.
+
+        With EVFLEX_BENCH_KEEP_LOGS=DIR the server's log is copied into DIR (the
+        work directory itself is temporary).
+        """
         proc, self._proc = self._proc, None
-        return None if proc is None else stop_process(proc, timeout_s)
+        status = None if proc is None else stop_process(proc, timeout_s)
+        keep = os.environ.get("EVFLEX_BENCH_KEEP_LOGS")
+        if keep:
+            with contextlib.suppress(OSError):
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(self.log_path, Path(keep) / f"server-{self.ocpp_port}.log")
+        return status
