@@ -366,6 +366,11 @@ class Session(WSListener):
         if self._closed:
             item.fail(StationNotConnected(f"{self.station_id} is not connected"))
             return
+        if self._inflight is None and not self._urgent and not self._routine:
+            # idle (the common case, and every station of a broadcast): send at once,
+            # no queue to create and pop
+            self._start(item)
+            return
         if priority:
             if self._urgent is None:
                 self._urgent = deque()
@@ -390,24 +395,25 @@ class Session(WSListener):
                 return
             if item.abandoned:  # cancelled by its caller or timed out while queued
                 continue
-            frame = self._encode_call(item)
-            if frame is None:
-                continue
-            item.sent_at = time.perf_counter()
-            if item.group is None:  # a group's calls share its deadline timer
-                item.timer = self.gateway.loop.call_later(item.timeout_s, self._on_timeout, item)
-            self._inflight = item
-            self.gateway.stats.messages[(self.protocol_name, item.action, "out")] += 1
-            self._send(frame)
+            self._start(item)
+
+    def _start(self, item: Outgoing) -> None:
+        """Send `item` now (nothing is in flight)."""
+        frame = self._encode_call(item)
+        if frame is None:
+            return
+        item.sent_at = time.perf_counter()
+        if item.group is None:  # a group's calls share its deadline timer
+            item.timer = self.gateway.loop.call_later(item.timeout_s, self._on_timeout, item)
+        self._inflight = item
+        self.gateway.stats.messages[(self.protocol_name, item.action, "out")] += 1
+        self._send(frame)
 
     def _encode_call(self, item: Outgoing) -> bytes | None:
-        item.message_id = str(next(_ids))
+        number = next(_ids)
+        item.message_id = str(number)
         if item.encoded is not None:
-            return b'[2,"%s","%s",%s]' % (
-                item.message_id.encode(),
-                item.action.encode(),
-                item.encoded,
-            )
+            return b'[2,"%d","%b",%b]' % (number, item.action.encode(), item.encoded)
         try:
             self.schemas.validate_request(item.action, item.payload)
         except OcppError as exc:
