@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -374,3 +375,21 @@ async def test_time_waiting_in_the_queue_counts_against_the_timeout(version: str
         assert asyncio.get_running_loop().time() - started < 2.0
         assert h.gateway.sessions["CP"].queued == 1  # the abandoned call left the queue
         blocker.cancel()
+
+
+async def test_broadcast_holds_off_the_cyclic_gc_only_while_it_runs() -> None:
+    async with asyncio.timeout(10), running_gateway() as h, h.station("A", V16) as a:
+        assert gc.isenabled()
+        gate = a.hold("Reset")
+        task = asyncio.create_task(h.gateway.broadcast(["A"], c.Reset()))
+        await a.expect_call("Reset")
+        assert not gc.isenabled()  # no collection pause between the sends and the answers
+        gate.set()
+        await task
+        assert gc.isenabled()
+        gc.disable()  # someone else's choice is left alone
+        try:
+            await h.gateway.broadcast(["A"], c.Reset())
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
