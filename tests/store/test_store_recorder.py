@@ -633,3 +633,24 @@ async def test_sqlite_writes_progress_while_the_loop_is_busy(tmp_path: Path) -> 
         os.sched_setaffinity(0, cpus)
         await rec.stop()
         await engine.dispose()
+
+
+async def test_sqlite_writes_eagerly_under_load(tmp_path: Path) -> None:
+    """Enough rows buffered: the event that fills the buffer writes it, no interval wait."""
+    target = Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'evflex.db'}")
+    await target.upgrade()
+    engine = target.engine()
+    rec = EventRecorder(engine, flush_interval_s=1.0, eager_rows=100)
+    await rec.start()
+    try:
+        for i in range(49):
+            rec(meter("CS-1", 1, i, power(1.0), energy(float(i))))
+        await asyncio.sleep(0.01)
+        assert rec.stats.buffered_rows == 98  # below the threshold: waits for the interval
+        rec(meter("CS-1", 1, 49, power(1.0), energy(49.0)))
+        await asyncio.sleep(0.01)
+        assert rec.stats.buffered_rows == 0
+        assert await _count(engine, "meter_samples") == 100
+    finally:
+        await rec.stop()
+        await engine.dispose()
