@@ -33,6 +33,7 @@ from sqlalchemy import Connection, case, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from evflex.fleet.events import (
+    ChargingNeedsReported,
     CommandCompleted,
     Event,
     MeterSampled,
@@ -439,6 +440,22 @@ class Batch:
                 booted_at=ev.at,
             )
             _seen(station, ev.at)
+        elif isinstance(ev, ChargingNeedsReported):
+            # kept as a station notice: what the EV (or driver) said, for the audit trail
+            n = ev.needs
+            data = {
+                "evse_id": ev.evse_id,
+                "source": n.source,
+                "departure_at": n.departure_at.isoformat() if n.departure_at else None,
+                "energy_wh": n.energy_wh,
+                "ev_max_power_w": n.ev_max_power_w,
+                "battery_wh": n.battery_wh,
+                "v2g": n.v2g,
+                "opt_out": n.opt_out,
+            }
+            self.notices.append(
+                {"station_id": ev.station_id, "kind": "charging_needs", "at": n.at, "data": data}
+            )
         elif not isinstance(ev, StationDisconnected):
             log.warning("store: ignoring unknown event type %s", type(ev).__name__)
 
