@@ -121,6 +121,7 @@ class App:
         self.grid_store = GridStore(self.engine)
         self.grid.on_record = self._store_record
         self.grid.on_audit = self._store_audit
+        self.hub.subscribe(self.grid.on_event)  # who can be controlled changed → re-plan
         self.grid.on_unit_rows = self._store_unit_rows
         self.grid.on_service = self._store_service
         self.grid_store.state_source = self.grid.snapshot_if_dirty
@@ -213,7 +214,8 @@ class App:
         return True
 
     def _store_unit_rows(self, rows: list[UnitRow]) -> None:
-        self.grid_store.unit_records([asdict(r) for r in rows])
+        cols = _UNIT_COLUMNS
+        self.grid_store.unit_records([dict(zip(cols, r, strict=True)) for r in rows])
 
     def _store_audit(self, entry: AuditEntry) -> None:
         row = asdict(entry)
@@ -359,6 +361,9 @@ def telemetry_policy(settings: Settings) -> Policy:
             for name, g in settings.telemetry_groups.items()
         ),
     )
+
+
+_UNIT_COLUMNS = ("ts", "station_id", "evse_id", "baseline_w", "target_w", "measured_w")
 
 
 def model_specs(settings: Settings) -> dict[tuple[str, str], EvseSpec]:

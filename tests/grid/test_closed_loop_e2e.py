@@ -17,7 +17,7 @@ from evflex.control.response import ResponseParams
 from evflex.sim.faults import Fault
 from tests.grid.rig import Rig, feeding, open_rig, start_fcr
 
-DELAY_S = 2.0  # the rig's chargers follow within 0.2–0.5 s; judge them after 2 s
+DELAY_S = 4.0  # the rig's chargers follow within 0.2–0.5 s and report each second
 
 
 def _tighten(rig: Rig) -> None:
@@ -86,14 +86,15 @@ async def _per_unit_record_adds_up(rig: Rig) -> None:
     (service_id,) = [s.id for s in engine.active_services()]
     ticks = engine.evaluations
     await rig.until(lambda: engine.evaluations > ticks + 10, 5, "a few more records")
-    units = list(
-        csv.DictReader(
-            io.StringIO((await rig.api.get(f"/api/v1/services/{service_id}/units.csv")).text)
-        )
-    )
+    # the portfolio record first: each of its seconds then has its unit rows stored
     portfolio = list(
         csv.DictReader(
             io.StringIO((await rig.api.get(f"/api/v1/services/{service_id}/record.csv")).text)
+        )
+    )
+    units = list(
+        csv.DictReader(
+            io.StringIO((await rig.api.get(f"/api/v1/services/{service_id}/units.csv")).text)
         )
     )
     assert units and portfolio

@@ -71,6 +71,14 @@ from evflex.fleet.commands import (
     SchedulePeriod,
     SetChargingProfile,
 )
+from evflex.fleet.events import (
+    ChargingNeedsReported,
+    StationConnected,
+    StationDisconnected,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+)
 from evflex.fleet.model import Evse
 from evflex.fleet.state import FleetState
 from evflex.grid.health import FeedHealth, HealthParams, assess, observe
@@ -111,6 +119,7 @@ class EngineConfig:
     renew_before_s: float = 300.0  # renew a limit when less than this is left (s)
     threshold_w: float = 200.0  # smaller changes of a limit are not sent
     tick_s: float = 1.0  # staleness, setpoint windows, renewal and records
+    replan_interval_s: float = 5.0  # rebuild the units at least this often (s)
     command_timeout_s: float = 10.0
     retry_after_s: float = 10.0  # a refused or failed limit is not resent before this (s)
     health: HealthParams = field(default_factory=HealthParams)
@@ -131,17 +140,10 @@ class RecordRow:
     baseline_w: float
 
 
-@dataclass(frozen=True, slots=True)
-class UnitRow:
-    """One unit's second in a record: its meter-before baseline, evflex's limit on it
-    (None while it recovers after a release) and its measured power (W)."""
-
-    ts: datetime
-    station_id: str
-    evse_id: int
-    baseline_w: float
-    target_w: float | None
-    measured_w: float | None
+UnitRow = tuple[datetime, str, int, float, float | None, float | None]
+"""One unit's second in a record: (ts, station_id, evse_id, baseline_w, target_w,
+measured_w) — its meter-before baseline, evflex's limit on it (None while it recovers
+after a release) and its measured power (W). A tuple: 10,000 of them a second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +245,14 @@ class Engine:
         self.evaluations = 0
         self.evaluation_s = 0.0  # cumulative time spent in evaluate()
         self._dirty = False  # limits or baselines changed since the last snapshot
+        # re-planning (units from the whole fleet, O(n log n)) only when the fleet or
+        # the closed loop changed, or every replan_interval_s; evaluation skipped when
+        # nothing it depends on changed (plan, ΔP, limits)
+        self._plan_stale = True
+        self._planned_at = -math.inf
+        self._plan_version = 0
+        self._limits_version = 0
+        self._evaluated: tuple[int, float, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
@@ -280,12 +290,23 @@ class Engine:
             log.exception("frequency source %r failed; the feed will go stale", source)
 
     async def _tick(self) -> None:
+        """A fixed-rate tick (its own work does not delay the next one): 1 s records."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.config.tick_s
         while True:
-            await asyncio.sleep(self.config.tick_s)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += self.config.tick_s
+            if next_at < loop.time():  # fell behind (a stalled loop): skip, don't burst
+                next_at = loop.time() + self.config.tick_s
             try:
                 self.tick()
             except Exception:
                 log.exception("grid engine tick failed")
+
+    def on_event(self, event: object) -> None:
+        """Fleet events (from the hub): a change in who can be controlled → re-plan."""
+        if type(event) in _PLAN_EVENTS:
+            self._plan_stale = True
 
     # -- services -----------------------------------------------------------------
     def activate(
@@ -357,6 +378,7 @@ class Engine:
                 self.variant[key] = int(variant)
             if limit is not None and valid_to is not None and valid_to > wall + 1.0:
                 self.limits[key] = float(limit)
+                self._limits_version += 1
                 self.expires[key] = mono + (valid_to - wall)
             else:  # lapsed at the station meanwhile: back to its own power soon
                 self.released_at[key] = mono
@@ -372,6 +394,7 @@ class Engine:
     def set_spec(self, key: Key, spec: EvseSpec) -> None:
         """An EVSE's capabilities (operator inventory); used from the next re-plan on."""
         self.specs[key] = spec
+        self._plan_stale = True
 
     def active_services(self) -> list[ActiveService]:
         return [s for s in self.services.values() if s.active]
@@ -394,7 +417,8 @@ class Engine:
                 self.deactivate(service.id)
         marked = self._check_responses()
         self._forget_released()
-        if self.baseline is not None:
+        due = self.mono() - self._planned_at >= self.config.replan_interval_s
+        if self.baseline is not None and (self._plan_stale or marked or due):
             self._replan()
         self.evaluate(f"compensate {marked} non-responding" if marked else "tick")
         self._renew()
@@ -405,10 +429,14 @@ class Engine:
         """Bring the limits in line with the services' ΔP; returns the commands sent."""
         started = time.perf_counter()
         self.delta_w = sum(self._service_delta(s) for s in self.active_services())
+        key = (self._plan_version, round(self.delta_w), self._limits_version)
         if self.plan is None:
             cmds: list[LimitCommand] = [(sid, eid, None) for sid, eid in self.limits]
+        elif key == self._evaluated:
+            cmds = []  # same plan, same ΔP, same limits: the same (empty) answer
         else:
             cmds = evaluate(self.plan, self.delta_w, self.limits, self.config.threshold_w)
+        self._evaluated = key
         if not self.health.ok and reason in ("tick", "frequency") and self._frequency_services():
             reason = f"feed {self.health.status}: {self.health.reason}"
         tags = tuple(s.id for s in self.active_services()) + ((also,) if also else ())
@@ -440,6 +468,9 @@ class Engine:
 
     def _replan(self) -> None:
         self.plan = prepare(self._units(self.wall()))
+        self._plan_version += 1
+        self._plan_stale = False
+        self._planned_at = self.mono()
 
     def _units(self, now: datetime) -> list[Unit]:
         """Units evflex may move: not the non-responding ones, which others make up for.
@@ -511,6 +542,7 @@ class Engine:
         for key, until in list(self.non_responding.items()):
             if until <= now:
                 del self.non_responding[key]  # worth another try
+                self._plan_stale = True
         marked = 0
         rp = self.config.response
         for key, exp in list(self.expect.items()):
@@ -542,6 +574,7 @@ class Engine:
         """Stop counting on a unit for `hold_s`: the others make up for it."""
         self.non_responding[key] = self.mono() + self.config.response.hold_s
         self._dirty = True
+        self._plan_stale = True
         self.unit_reasons.setdefault(key[0], {})[key[1]] = why
         self.expect.pop(key, None)
         log.warning("grid: %s/%s non-responding: %s", key[0], key[1], why)
@@ -568,10 +601,14 @@ class Engine:
     def _dispatch(self, cmds: Iterable[LimitCommand], reason: str, tags: tuple[str, ...]) -> None:
         """One pass: a task per command, so no station waits for another's answer."""
         now = self.mono()
+        wanted = len(cmds) if isinstance(cmds, list) else -1
         cmds = [c for c in cmds if c[2] is None or self.backoff.get(c[:2], now) <= now]
+        if len(cmds) != wanted:
+            self._evaluated = None  # some held back: evaluate again, not from the cache
         if not cmds:
             return
         self.limits = apply_commands(self.limits, cmds)
+        self._limits_version += 1
         self._dirty = True
         expiry = now + self.config.valid_for_s
         for sid, eid, limit in cmds:
@@ -669,6 +706,7 @@ class Engine:
             return
         # not in force: forget it, count on the others, try again later
         self._dirty = True
+        self._limits_version += 1
         self.limits.pop(key, None)
         self.expires.pop(key, None)
         self.backoff[key] = self.mono() + self.config.retry_after_s
@@ -767,11 +805,12 @@ class Engine:
 
     def unit_rows(self, now: datetime) -> list[UnitRow]:
         """The per-unit part of the record: every unit evflex controls or just released."""
-        rows = []
+        rows: list[UnitRow] = []
+        limits, evse_of = self.limits, self._evse
         for key, base in self.unit_base.items():
-            evse = self._evse(key)
+            evse = evse_of(key)
             measured = evse.power_w if evse is not None else None
-            rows.append(UnitRow(now, key[0], key[1], base, self.limits.get(key), measured))
+            rows.append((now, key[0], key[1], base, limits.get(key), measured))
         return rows
 
     def control_reasons(self, station_id: str) -> list[str]:
@@ -809,6 +848,18 @@ class Engine:
 Purpose = Literal["tx", "tx_default", "station_max"]
 _DEFAULT_SPEC = EvseSpec()
 _FALLBACK = "takes limits only as"
+
+
+_PLAN_EVENTS = frozenset(
+    {
+        StationConnected,
+        StationDisconnected,
+        TransactionStarted,
+        TransactionStopped,
+        StatusChanged,
+        ChargingNeedsReported,
+    }
+)
 
 
 def _delay_s(exp: Expectation, evse: Evse | None, now: float, wall: datetime) -> float:
