@@ -113,3 +113,20 @@ async def test_setpoint_ends_by_itself_and_releases() -> None:
     engine.tick()
     await engine.drain()
     assert not service.active and engine.limits == {}
+
+
+async def test_a_limit_set_after_an_idle_tick_is_still_renewed() -> None:
+    port, clocks = FakePort(), Clocks()
+    port.release.set()
+    engine = engine_for(1, port, clocks, valid_for_s=600.0, renew_before_s=200.0)
+    feed(engine, clocks, 50.0)
+    engine.activate("fcr", Fcr(7_000.0))
+    engine.tick()  # no limit yet: nothing to renew, ever, until one is set
+    feed(engine, clocks, 49.8)
+    await engine.drain()
+    for _ in range(5):
+        clocks.advance(80.2)
+        feed(engine, clocks, 49.8, 1)
+        engine.tick()
+    await engine.drain()
+    assert [a.action for a in engine.audit].count("renew") == 1

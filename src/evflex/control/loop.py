@@ -233,6 +233,7 @@ class Engine:
         # closed loop: per-unit meter-before baseline of the units evflex controls, the
         # reductions waiting to show in the measurements, units not counted on any more
         self.unit_base: dict[Key, float] = {}
+        self._unit_evse: dict[Key, Evse | None] = {}  # their Evse objects (stable), for speed
         self.released_at: dict[Key, float] = {}
         self.expect: dict[Key, Expectation] = {}
         self.non_responding: dict[Key, float] = {}  # key → monotonic time to retry it
@@ -253,6 +254,8 @@ class Engine:
         self._plan_version = 0
         self._limits_version = 0
         self._evaluated: tuple[int, float, int] | None = None
+        self._held_back = False
+        self._renew_scan_at = -math.inf  # no renewal can be due before this (monotonic)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
@@ -374,11 +377,13 @@ class Engine:
         for sid, eid, base, limit, valid_to, variant in (snapshot or {}).get("units", []):
             key = (str(sid), int(eid))
             self.unit_base[key] = float(base)
+            self._unit_evse[key] = self._evse(key)
             if variant:
                 self.variant[key] = int(variant)
             if limit is not None and valid_to is not None and valid_to > wall + 1.0:
                 self.limits[key] = float(limit)
                 self._limits_version += 1
+                self._renew_scan_at = -math.inf
                 self.expires[key] = mono + (valid_to - wall)
             else:  # lapsed at the station meanwhile: back to its own power soon
                 self.released_at[key] = mono
@@ -436,11 +441,13 @@ class Engine:
             cmds = []  # same plan, same ΔP, same limits: the same (empty) answer
         else:
             cmds = evaluate(self.plan, self.delta_w, self.limits, self.config.threshold_w)
-        self._evaluated = key
         if not self.health.ok and reason in ("tick", "frequency") and self._frequency_services():
             reason = f"feed {self.health.status}: {self.health.reason}"
         tags = tuple(s.id for s in self.active_services()) + ((also,) if also else ())
+        self._held_back = False
         self._dispatch(cmds, reason, tags)
+        # the state these commands lead to: evaluating it again yields nothing
+        self._evaluated = None if self._held_back else (key[0], key[1], self._limits_version)
         self.evaluations += 1
         self.evaluation_s += time.perf_counter() - started
         for listener in self.listeners:
@@ -512,7 +519,8 @@ class Engine:
         measurement alike, and measured − baseline is exactly what evflex's limits do.
         """
         measured = self.fleet.summary().power_w
-        return measured - sum(self._power(key) - base for key, base in self.unit_base.items())
+        now_w = sum([(e.power_w or 0.0) for e in self._unit_evse.values() if e is not None])
+        return measured - (now_w - sum(self.unit_base.values()))
 
     def _power(self, key: Key) -> float:
         evse = self._evse(key)
@@ -545,15 +553,20 @@ class Engine:
                 self._plan_stale = True
         marked = 0
         rp = self.config.response
+        unit_evse = self._unit_evse
+        # one pass over the pending reductions (10,000 at full activation): a cheap
+        # "still pending" test before the full judgement
         for key, exp in list(self.expect.items()):
-            evse = self._evse(key)
+            evse = unit_evse.get(key)
             power = evse.power_w if evse is not None else None
             if power is None:
-                verdict = "late" if now >= exp.due_at else "pending"
+                if now < exp.due_at:
+                    continue
+                verdict = "late"
+            elif now < exp.due_at and power > exp.limit_w + exp.tolerance_w:
+                continue
             else:
                 verdict = judge(exp, power, now, rp)
-            if verdict == "pending":
-                continue
             del self.expect[key]
             stats = self.models.setdefault(exp.model, ModelResponse())
             if verdict == "moved":
@@ -594,6 +607,7 @@ class Engine:
             back = base is None or self._power(key) >= base - tolerance_w(base, rp)
             if back or now - at > rp.max_delay_s:
                 self.unit_base.pop(key, None)
+                self._unit_evse.pop(key, None)
                 del self.released_at[key]
                 self._dirty = True
 
@@ -604,7 +618,7 @@ class Engine:
         wanted = len(cmds) if isinstance(cmds, list) else -1
         cmds = [c for c in cmds if c[2] is None or self.backoff.get(c[:2], now) <= now]
         if len(cmds) != wanted:
-            self._evaluated = None  # some held back: evaluate again, not from the cache
+            self._held_back = True  # some backing off: evaluate again, not from the cache
         if not cmds:
             return
         self.limits = apply_commands(self.limits, cmds)
@@ -622,8 +636,11 @@ class Engine:
             else:
                 self.expires[key] = expiry
                 self.released_at.pop(key, None)
+                if expiry - self.config.renew_before_s < self._renew_scan_at:
+                    self._renew_scan_at = expiry - self.config.renew_before_s
                 if key not in self.unit_base:
                     self.unit_base[key] = self._power(key)
+                    self._unit_evse[key] = self._evse(key)
             self._spawn(sid, eid, limit, action, reason, tags)
 
     def _spawn(
@@ -643,6 +660,8 @@ class Engine:
     def _renew(self) -> None:
         """Resend limits whose expiry is near, so an active service never lapses."""
         now = self.mono()
+        if now < self._renew_scan_at:  # nothing can be due before the earliest expiry
+            return
         due = [k for k, t in self.expires.items() if t - now < self.config.renew_before_s]
         for key in due:
             limit = self.limits.get(key)
@@ -651,6 +670,9 @@ class Engine:
             self.expires[key] = now + self.config.valid_for_s
             tags = tuple(s.id for s in self.active_services())
             self._spawn(*key, limit, "renew", "expiry renewal", tags)
+        # later limits expire later (now + valid_for_s), so the earliest bounds the next scan
+        earliest = min(self.expires.values(), default=math.inf)
+        self._renew_scan_at = earliest - self.config.renew_before_s
 
     async def _send(
         self,
@@ -740,7 +762,9 @@ class Engine:
         delay = expected_delay_s(stats.delays_s, rp)
         accepted = old.accepted_at if old is not None else now
         due = old.due_at if old is not None else now + delay
-        self.expect[key] = Expectation(limit_w, from_w, accepted, due, model)
+        self.expect[key] = Expectation(
+            limit_w, from_w, accepted, due, model, tolerance_w(from_w, rp)
+        )
 
     def _audit(
         self,

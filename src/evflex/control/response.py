@@ -48,6 +48,7 @@ class Expectation:
     accepted_at: float
     due_at: float
     model: str
+    tolerance_w: float = 0.0  # tolerance_w(from_w, params), kept for the hot check
 
 
 def tolerance_w(from_w: float, p: ResponseParams) -> float:
@@ -60,7 +61,7 @@ def needs_check(limit_w: float, from_w: float, p: ResponseParams) -> bool:
 
 
 def has_moved(exp: Expectation, power_w: float, p: ResponseParams) -> bool:
-    return power_w <= exp.limit_w + tolerance_w(exp.from_w, p)
+    return power_w <= exp.limit_w + (exp.tolerance_w or tolerance_w(exp.from_w, p))
 
 
 def judge(exp: Expectation, power_w: float, now: float, p: ResponseParams) -> Verdict:
