@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ _SQLITE_CACHE_KIB = 32 * 1024  # page cache of the SQLite writer connection
 _SQLITE_CHUNK_ROWS = 1000  # rows per transaction on SQLite (one short pause each)
 _ASYNC_CHUNK_ROWS = 20_000  # on PostgreSQL (each chunk costs round trips, not pauses)
 _MAX_BURST_S = 0.002  # periodic flush: the loop is served after every chunk
+_CHECKPOINT_EVERY_S = 1.0  # SQLite WAL checkpoint, in a worker thread
 _MAX_EAGER_S = 0.1  # eager write under load: chunks back to back for up to this long
 
 
@@ -144,6 +146,8 @@ class EventRecorder:
         self._event_limit = 0
         self._lock = asyncio.Lock()
         self._started = False
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_due = 0.0
         self._eager_rows = eager_rows
         self._eager_running = False
         self._stopping = asyncio.Event()
@@ -218,7 +222,11 @@ class EventRecorder:
                 await asyncio.sleep(min(self._backoff_s or _MIN_BACKOFF_S, remaining))
         finally:
             if self._sync_engine is not None:
+                await asyncio.to_thread(self._checkpoint)
                 self._sync_engine.dispose()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -232,6 +240,25 @@ class EventRecorder:
             except Exception:  # pragma: no cover - _drain handles its own errors
                 log.exception("store: flusher error")
             self._report_drops()
+            if self._sync_engine is not None and time.monotonic() >= self._checkpoint_due:
+                self._checkpoint_due = time.monotonic() + _CHECKPOINT_EVERY_S
+                await asyncio.to_thread(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file (worker thread; see the pragmas).
+
+        PASSIVE: never waits for readers or writers; what it cannot copy now is
+        copied next time.
+        """
+        try:
+            if self._checkpointer is None:
+                database = self._engine.url.database
+                if not database or database == ":memory:":
+                    return
+                self._checkpointer = sqlite3.connect(database, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.debug("store: checkpoint failed: %s", exc)
 
     # -- draining ---------------------------------------------------------------------
     async def _drain(self) -> bool:
@@ -428,6 +455,10 @@ def _sync_sqlite_engine(engine: AsyncEngine) -> Engine:
             # (5,000 pages at 5,000 stations); SQLite's default 2 MB page cache makes
             # every chunk read them back (measured: ~15% less CPU per row at 500k rows).
             f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}",
+            # Checkpoints (copying the WAL into the database file, tens of ms) are
+            # not run by the commits on the loop thread but by _checkpoint, in a
+            # worker thread: it is one long C call, the GIL released throughout.
+            "PRAGMA wal_autocheckpoint=0",
         ):
             cursor.execute(pragma)
         cursor.close()
