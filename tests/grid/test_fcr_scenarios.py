@@ -204,7 +204,7 @@ async def test_evflex_killed_mid_activation_limits_expire_on_the_chargers(tmp_pa
         def limited() -> list[Evse]:
             return [e for s in fleet.stations for e in s.evses if e.limit.watts is not None]
 
-        async with feeding(evflex.api, 49.8):
+        async with feeding(evflex.api, 49.8) as feed:
             await start_service(evflex.api, {"type": "fcr", "bid_w": 0.5 * before})
             assert await fleet.wait_until(lambda: sim_w(fleet) < 0.6 * before, 10), sim_w(fleet)
             first = {id(e): e.limit.until for e in limited()}
@@ -217,7 +217,9 @@ async def test_evflex_killed_mid_activation_limits_expire_on_the_chargers(tmp_pa
                 valid_for_s + 3,
             ), "evflex did not renew its limits"
             # crash mid-activation: SIGKILL, so no release, no ClearChargingProfile,
-            # the sockets die with the process
+            # the sockets die with the process (the feed stops first, well inside the
+            # staleness window, so no POST is cut off by the kill)
+            await feed.stop()
             evflex.proc.kill()
             await evflex.proc.wait()
         killed_at = time.time()
