@@ -4,7 +4,8 @@ Cost model (the server's target is 25,000 MeterValues/s on one core):
 
 * `__call__` runs inline in the OCPP handler. It appends the event object to a
   list and bumps a counter — no awaits, no row building, no SQLAlchemy
-  (~0.3 µs per event, benchmarks/store_write.py).
+  (~0.3 µs per event, benchmarks/store_write.py) — except under heavy load on
+  SQLite, where it writes (see `eager_rows` below).
 * A flusher task wakes every `flush_interval_s`, swaps the list out and turns the
   events into rows, a chunk of at most `max_batch_rows` rows at a time, one
   database transaction per chunk (see evflex.store.batch for the statements),
@@ -18,12 +19,13 @@ Cost model (the server's target is 25,000 MeterValues/s on one core):
   loop thread busy the worker got the GIL back only at the 5 ms switch interval,
   so under load a flush of thousands of rows made almost no progress until the
   load stopped (measured: 0 rows written during a 15 s saturation run, 11 s to
-  catch up). On the loop thread a flush is one short burst instead (~2-3 µs per
-  row). The periodic flush writes chunks of 1,000 rows (a few ms each) with the
-  loop served between them, so 5,000 stations at 1 Hz see pauses of a few ms,
-  not one of ~10-20 ms per flush. Under heavy load the write does not wait for
-  the interval: the event that brings the buffer to `eager_rows` rows writes
-  them at once, chunks back to back for up to `_MAX_EAGER_S` (`_eager`).
+  catch up). On the loop thread a flush is one short burst instead (2-9 µs per
+  row, growing with the table's index). The periodic flush writes chunks of
+  1,000 rows (a few ms each) with the loop served between them, so 5,000
+  stations at 1 Hz see pauses of a few ms, not one of ~10-20 ms per flush.
+  Under heavy load the write does not wait for the interval: the event that
+  brings the buffer to `eager_rows` rows writes them at once, chunks back to
+  back for up to `_MAX_EAGER_S` (`_eager`).
   PostgreSQL keeps the async driver: its work runs in the database server's
   processes.
 
