@@ -201,6 +201,7 @@ class LoadFleet:
         deadline = stats.started + timeout_s
         todo = iter(self.stations)  # shared by the workers: one event loop, no races
         boots: list[asyncio.Future[list[Any]]] = []
+        answered_at: dict[asyncio.Future[list[Any]], float] = {}
 
         async def worker() -> None:
             for station in todo:
@@ -211,7 +212,8 @@ class LoadFleet:
                     future = station.setup_call(
                         functools.partial(frames.boot_notification, index=station.index)
                     )
-                    future.add_done_callback(lambda f: _record_boot(f, stats))
+                    # the answer's time (for the storm's figures); counted below
+                    future.add_done_callback(lambda f: answered_at.setdefault(f, perf()))
                     boots.append(future)
 
         # Handshakes are bounded by their own timeout (cut to the deadline) rather than
@@ -220,6 +222,13 @@ class LoadFleet:
         pending = [f for f in boots if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - perf()))
+        # counted here, not in done-callbacks: a callback of a future that completed
+        # just before this point may not have run yet (call_soon), and the boot
+        # would go uncounted
+        now = perf()
+        for future in boots:
+            if future.done():
+                _record_boot(future, stats, answered_at.get(future, now))
         stats.errors["boot_timeout"] += sum(not f.done() for f in boots)
         if not stats.errors["boot_timeout"]:
             del stats.errors["boot_timeout"]
@@ -287,7 +296,7 @@ class LoadFleet:
                 w.cancel()
 
 
-def _record_boot(future: asyncio.Future[list[Any]], stats: ConnectStats) -> None:
+def _record_boot(future: asyncio.Future[list[Any]], stats: ConnectStats, at: float) -> None:
     if future.cancelled() or future.exception() is not None:
         stats.errors["boot_no_answer"] += 1
         return
@@ -297,7 +306,7 @@ def _record_boot(future: asyncio.Future[list[Any]], stats: ConnectStats) -> None
     elif msg[2].get("status") != "Accepted":
         stats.errors[f"boot_{msg[2].get('status')}"] += 1
     else:
-        stats.booted_at.append(perf())
+        stats.booted_at.append(at)
         stats.booted += 1
 
 
