@@ -9,8 +9,9 @@ dict per row measured 2.5-4.5x the CPU per message (benchmarks/store_write.py,
 their JSON.
 
 The writing itself is synchronous (`Batch.write_sync` on a sync `Connection`):
-SQLite runs it directly on the event loop thread (see EventRecorder), PostgreSQL
-through `AsyncConnection.run_sync` plus an awaited COPY.
+SQLite runs it in the recorder's writer thread (see EventRecorder), with the bulk
+tables in multi-row INSERTs (`_insert_values`); PostgreSQL runs it through
+`AsyncConnection.run_sync` plus an awaited COPY.
 
 SQLite: no NULL is bound on the sample and command-log inserts. Python's sqlite3
 module looks for an adapter for every parameter that is not an int, float, str or
@@ -22,10 +23,13 @@ of columns (`_insert_sparse`); the omitted columns have no default and read NULL
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -94,8 +98,8 @@ _NEWER_METER = (
 # One upsert for every EVSE patch: NULL leaves a column alone, and live meter values
 # only move forward in station time, like the fleet state: an offline backlog that
 # arrives late is history (meter_samples), not the current value.
-_EVSE_UPSERT = f"""
-INSERT INTO evses ({", ".join(_EVSE_COLUMNS)}) VALUES ({", ".join("?" for _ in _EVSE_COLUMNS)})
+_EVSE_INSERT_HEAD = f"INSERT INTO evses ({', '.join(_EVSE_COLUMNS)}) VALUES"
+_EVSE_CONFLICT = f"""
 ON CONFLICT (station_id, evse_id) DO UPDATE SET
   status = COALESCE(excluded.status, evses.status),
   status_at = CASE WHEN excluded.status IS NULL THEN evses.status_at ELSE excluded.status_at END,
@@ -108,6 +112,7 @@ ON CONFLICT (station_id, evse_id) DO UPDATE SET
     THEN excluded.soc_pct ELSE evses.soc_pct END,
   meter_at = CASE WHEN {_NEWER_METER} THEN excluded.meter_at ELSE evses.meter_at END
 """
+_EVSE_UPSERT = f"{_EVSE_INSERT_HEAD} ({', '.join('?' for _ in _EVSE_COLUMNS)}){_EVSE_CONFLICT}"
 
 _TX_COLUMNS = tuple(c.name for c in t.transactions.columns)
 _TX_INSERT = (
@@ -139,9 +144,9 @@ _SHORT_SAMPLE_NAMES = ("station_id", "evse_id", "transaction_id", "ts", "receive
 _SHORT_SAMPLE = tuple(
     t.METER_SAMPLE_COLUMNS.index(c) for c in (*_SHORT_SAMPLE_NAMES, "unit", "value")
 )
-_SHORT_SAMPLE_INSERT = (
+_SHORT_SAMPLE_HEAD = (
     f"INSERT INTO meter_samples ({', '.join(t.METER_SAMPLE_COLUMNS[i] for i in _SHORT_SAMPLE)})"
-    f" VALUES ({', '.join('?' for _ in _SHORT_SAMPLE)})"
+    " VALUES"
 )
 
 
@@ -229,8 +234,39 @@ def _insert_sparse(
         params.append(values)
     for present, group in runs:
         names = ", ".join(columns[i] for i in present)
-        marks = ", ".join("?" for _ in present)
-        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", group)
+        _insert_values(conn, f"INSERT INTO {table} ({names}) VALUES", len(present), group)
+
+
+# SQLite's bound-parameter limit per statement (SQLITE_MAX_VARIABLE_NUMBER: 32,766
+# since 3.32.0, 999 before).
+_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+def _insert_values(
+    conn: Connection, head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """SQLite: INSERT `rows` (each `width` values) with multi-row VALUES statements.
+
+    Why not executemany: sqlite3 releases the GIL around every statement it steps,
+    and the writer thread then waits up to the 5 ms switch interval to get it back
+    while the event loop's thread is busy — per row, that starved the writer under
+    load (see evflex.store.writer). Here a chunk is a few statements. Their sizes
+    are powers of two (at most the parameter limit allows), so a handful of
+    statement texts cover every chunk and stay in sqlite3's statement cache.
+    """
+    cap = 1 << ((_SQLITE_MAX_PARAMS // width).bit_length() - 1)
+    flat = chain.from_iterable
+    i, n = 0, len(rows)
+    while i < n:
+        size = min(cap, 1 << ((n - i).bit_length() - 1))
+        conn.exec_driver_sql(_values_sql(head, width, size, tail), tuple(flat(rows[i : i + size])))
+        i += size
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    row = f"({', '.join('?' for _ in range(width))})"
+    return f"{head} {', '.join(row for _ in range(count))}{tail}"
 
 
 async def _copy_samples(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
@@ -519,8 +555,8 @@ class Batch:
         if samples and self.samples:
             if not self.codec.sparse:
                 conn.exec_driver_sql(self.codec.sample_insert, self.samples)
-            elif not self.full_samples:  # the common case: one statement for all
-                conn.exec_driver_sql(_SHORT_SAMPLE_INSERT, self.samples)
+            elif not self.full_samples:  # the common case: all rows compact
+                _insert_values(conn, _SHORT_SAMPLE_HEAD, len(_SHORT_SAMPLE), self.samples)
             else:
                 _insert_sparse(
                     conn, "meter_samples", t.METER_SAMPLE_COLUMNS, self.samples, _SHORT_SAMPLE
@@ -561,7 +597,10 @@ class Batch:
             )
             for (sid, eid), p in self.evses.items()
         ]
-        conn.exec_driver_sql(self.codec.evse_upsert, params)
+        if self.codec.sparse:  # SQLite: multi-row statements (see _insert_values)
+            _insert_values(conn, _EVSE_INSERT_HEAD, len(_EVSE_COLUMNS), params, _EVSE_CONFLICT)
+        else:
+            conn.exec_driver_sql(self.codec.evse_upsert, params)
         return len(params)
 
     def _write_transactions(self, conn: Connection, tx_cache: dict[TxKey, TxRow]) -> int:

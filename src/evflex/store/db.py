@@ -28,6 +28,14 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # write) before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+# Set on every SQLite connection (journal_mode is persistent, the rest are not).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA temp_store=MEMORY",
+)
+
 
 def create_engine(url: str, *, search_path: str | None = None) -> AsyncEngine:
     """An async engine with evflex's settings for the backend in `url`.
@@ -64,16 +72,10 @@ def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # Per-connection settings (journal_mode is persistent, the rest are not).
         # WAL lets API reads run while the recorder writes; NORMAL skips the fsync
         # per commit (see the module docstring for what that means for durability).
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-            "PRAGMA temp_store=MEMORY",
-        ):
+        for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
 

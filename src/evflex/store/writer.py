@@ -4,30 +4,30 @@ Cost model (the server's target is 25,000 MeterValues/s on one core):
 
 * `__call__` runs inline in the OCPP handler. It appends the event object to a
   list and bumps a counter — no awaits, no row building, no SQLAlchemy
-  (~0.3 µs per event, benchmarks/store_write.py) — except under heavy load on
-  SQLite, where it writes (see `eager_rows` below).
-* A flusher task wakes every `flush_interval_s`, swaps the list out and turns the
-  events into rows, a chunk of at most `max_batch_rows` rows at a time, one
-  database transaction per chunk (see evflex.store.batch for the statements),
-  and lets the event loop run between chunks. State tables (stations, evses,
-  transactions) get one coalesced row per key per chunk, however many events
-  touched it. The row work is CPU on the same core: it is what the benchmark's
-  "flush µs/msg" column measures.
-* SQLite is written synchronously, on the event loop thread, through a sync
-  SQLAlchemy engine (stdlib sqlite3) on the same file — not through aiosqlite's
-  worker thread. sqlite3 releases the GIL around every row it inserts; with the
-  loop thread busy the worker got the GIL back only at the 5 ms switch interval,
-  so under load a flush of thousands of rows made almost no progress until the
-  load stopped (measured: 0 rows written during a 15 s saturation run, 11 s to
-  catch up). On the loop thread a flush is one short burst instead (2-9 µs per
-  row, growing with the table's index). The periodic flush writes chunks of
-  1,000 rows (a few ms each) with the loop served between them, so 5,000
-  stations at 1 Hz see pauses of a few ms, not one of ~10-20 ms per flush.
-  Under heavy load the write does not wait for the interval: the event that
-  brings the buffer to `eager_rows` rows writes them at once, chunks back to
-  back for up to `_MAX_EAGER_S` (`_eager`).
-  PostgreSQL keeps the async driver: its work runs in the database server's
-  processes.
+  (~0.3 µs per event, benchmarks/store_write.py).
+* Every `flush_interval_s` (and on SQLite also as soon as `eager_rows` rows came
+  in) the list is handed over to the writer, which turns the events into rows,
+  a chunk of at most `max_batch_rows` rows at a time, one database transaction
+  per chunk (see evflex.store.batch for the statements). State tables
+  (stations, evses, transactions) get one coalesced row per key per chunk,
+  however many events touched it.
+* SQLite is written by one writer thread of ours, through a sync SQLAlchemy
+  engine (stdlib sqlite3) on the same file. Why a thread, and why it keeps up:
+  - On the event loop's thread (tried: d65a3a4..81cbc4c) every chunk paused all
+    stations: 5,000 stations at 1 Hz stalled ~50 ms every ~0.3 s, ack p99 went
+    from 10 to 40-50 ms (measured, issue 2's 1 Hz benchmark).
+  - In a thread, the loop thread waits for the GIL at most one switch interval
+    (5 ms) while the writer runs Python, and not at all while SQLite runs.
+  - sqlite3 releases the GIL around each statement it steps, and a thread that
+    gives the GIL up waits up to that 5 ms switch interval to get it back when
+    the loop thread is busy. With one statement per row (executemany, and
+    aiosqlite before d65a3a4) a saturated server therefore wrote almost nothing
+    (measured: 0 rows during a 15 s saturation run, 11 s to catch up). The bulk
+    tables are written with multi-row INSERTs instead (evflex.store.batch,
+    `_insert_values`): a few statements per chunk, a few GIL hand-overs.
+  The WAL is checkpointed by SQLite itself, on commit, in the writer thread.
+* PostgreSQL is written on the event loop through the async driver (COPY for the
+  samples); the database work runs in the server's processes.
 
 Failure handling ("bad input loses nothing"):
 
@@ -56,9 +56,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +79,8 @@ _LOG_EVERY_S = 10.0  # while failing or dropping, repeat the alarm at most this 
 # read; beyond this many (stops never seen) it is emptied and refilled on demand.
 _TX_CACHE_MAX = 100_000
 _SQLITE_CACHE_KIB = 32 * 1024  # page cache of the SQLite writer connection
-_SQLITE_CHUNK_ROWS = 1000  # rows per transaction on SQLite (one short pause each)
+_SQLITE_CHUNK_ROWS = 20_000  # rows per transaction on SQLite (in the writer thread)
 _ASYNC_CHUNK_ROWS = 20_000  # on PostgreSQL (each chunk costs round trips, not pauses)
-_MAX_BURST_S = 0.002  # periodic flush: the loop is served after every chunk
-_CHECKPOINT_EVERY_S = 1.0  # SQLite WAL checkpoint, in a worker thread
-_MAX_EAGER_S = 0.1  # eager write under load: chunks back to back for up to this long
 
 
 @dataclass(slots=True)
@@ -93,10 +90,16 @@ class RecorderStats:
     rows_written: int = 0  # rows inserted or updated, all tables
     flushes: int = 0  # committed chunks
     flush_failures: int = 0  # chunks that failed (each retry counts)
-    buffered_rows: int = 0  # rows waiting to be written
+    rows_in: int = 0  # rows buffered so far (the event loop's thread counts these...)
+    rows_out: int = 0  # ...and the writer these: written or rejected; two counters, no lock
     dropped_rows: int = 0  # rows refused because the buffer was full
     rejected_rows: int = 0  # rows of events the database refused (logged, skipped)
     last_flush_s: float = 0.0  # duration of the last committed chunk
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows waiting to be written."""
+        return self.rows_in - self.rows_out
 
 
 class EventRecorder:
@@ -118,11 +121,10 @@ class EventRecorder:
         EVSE rows, which at 5,000 stations x 1 Hz stalled the loop ~100 ms per flush
         on PostgreSQL (measured). Live power is served from fleet state, not the table.
 
-        `eager_rows` (SQLite): this many buffered rows are written at once, without
-        waiting for the interval (see `_eager`).
+        `eager_rows` (SQLite): once this many rows came in since the last hand-over,
+        the writer thread gets them at once, without waiting for the interval.
         """
         if max_batch_rows is None:
-            # SQLite: a chunk is one pause of the loop (~3 µs per row): keep it short
             sqlite = engine.dialect.name == "sqlite"
             max_batch_rows = _SQLITE_CHUNK_ROWS if sqlite else _ASYNC_CHUNK_ROWS
         if flush_interval_s <= 0 or max_batch_rows < 1 or max_buffer_rows < 1:
@@ -132,6 +134,12 @@ class EventRecorder:
         self._engine = engine
         self._codec = Codec(engine.dialect.name)
         self._sync_engine = _sync_sqlite_engine(engine) if self._codec.dialect == "sqlite" else None
+        # SQLite is written by this one thread (see the module doc); PostgreSQL on the loop.
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="evflex-sqlite-writer")
+            if self._sync_engine is not None
+            else None
+        )
         self._tx_cache: dict[TxKey, TxRow] = {}
         self._live_due: dict[tuple[str, int], float] = {}
         self._live_interval_s = live_values_interval_s
@@ -139,8 +147,13 @@ class EventRecorder:
         self._max_batch_rows = max_batch_rows
         self._max_buffer_rows = max_buffer_rows
         self._hard_cap = max_buffer_rows + max(1, max_buffer_rows // 10)
-        # Unwritten events, oldest first: _backlog[_pos:] then _incoming.
+        # Unwritten events, oldest first: _backlog[_pos:], then the lists in _queue,
+        # then _incoming. The hot path appends to _incoming (event loop thread only);
+        # _handover moves it, whole, to _queue (a deque: appended on the loop thread,
+        # popped by the writer); _backlog and _pos belong to the writer.
         self._incoming: list[Event] = []
+        self._incoming_rows = 0
+        self._queue: deque[list[Event]] = deque()
         self._backlog: list[Event] = []
         self._pos = 0
         # Bisection state after a rejected chunk (see _after_rejection).
@@ -148,10 +161,8 @@ class EventRecorder:
         self._event_limit = 0
         self._lock = asyncio.Lock()
         self._started = False
-        self._checkpointer: sqlite3.Connection | None = None
-        self._checkpoint_due = 0.0
         self._eager_rows = eager_rows
-        self._eager_running = False
+        self._eager_pending = False
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
@@ -161,35 +172,58 @@ class EventRecorder:
 
     # -- the hot path --------------------------------------------------------------
     def __call__(self, event: Event) -> None:
-        """Buffer one event. Synchronous, never raises.
-
-        O(1), except under heavy load on SQLite: the event that brings the buffer to
-        `eager_rows` rows writes them right away (see `_eager`).
-        """
+        """Buffer one event. Synchronous, O(1), never raises."""
         try:
             stats = self.stats
             if type(event) is MeterSampled:
                 rows = len(event.values)
-                if stats.buffered_rows + rows > self._max_buffer_rows:
+                if stats.rows_in - stats.rows_out + rows > self._max_buffer_rows:
                     stats.dropped_rows += rows
                     return
             else:
                 rows = 1
                 cap = self._max_buffer_rows if type(event) is StationSeen else self._hard_cap
-                if stats.buffered_rows >= cap:
+                if stats.rows_in - stats.rows_out >= cap:
                     stats.dropped_rows += 1
                     return
             self._incoming.append(event)
-            stats.buffered_rows += rows
-            if (
-                stats.buffered_rows >= self._eager_rows
-                and self._sync_engine is not None
-                and self._started
-                and not self._eager_running
-            ):
+            stats.rows_in += rows
+            self._incoming_rows += rows
+            if self._incoming_rows >= self._eager_rows and self._executor is not None:
                 self._eager()
         except Exception:  # pragma: no cover - storage must never break message handling
             log.exception("store: could not buffer %r", type(event).__name__)
+
+    def _eager(self) -> None:
+        """Under heavy load, hand the rows to the writer thread now (SQLite).
+
+        Called inline by the message handler that filled the buffer. Not left to
+        the periodic flusher: a saturated loop runs timers and tasks only between
+        I/O polls, and libuv (uvloop) polls up to 48 x 1,024 ready sockets before
+        it returns — at 5,000 stations ~2.3 s during which the flusher could not
+        run (measured). The hand-over is a list swap and, when the writer is idle,
+        one job for it; the writing itself runs in the writer's thread.
+        """
+        if not self._started or self._backoff_s or self._stopping.is_set():
+            return  # not started, or failing: the flusher retries with backoff
+        self._handover()
+        if not self._eager_pending:
+            assert self._executor is not None
+            self._eager_pending = True
+            self._executor.submit(self._eager_job)
+
+    def _eager_job(self) -> None:
+        self._eager_pending = False  # rows handed over from now on need another job
+        try:
+            self._drain_sync()
+        except Exception:  # pragma: no cover - _drain_sync handles database errors
+            log.exception("store: eager write failed")
+
+    def _handover(self) -> None:
+        if self._incoming:
+            self._queue.append(self._incoming)
+            self._incoming = []
+            self._incoming_rows = 0
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -223,12 +257,12 @@ class EventRecorder:
                     return
                 await asyncio.sleep(min(self._backoff_s or _MIN_BACKOFF_S, remaining))
         finally:
-            if self._sync_engine is not None:
-                await asyncio.to_thread(self._checkpoint)
-                self._sync_engine.dispose()
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-                self._checkpointer = None
+            if self._executor is not None and self._sync_engine is not None:
+                # the pooled sqlite3 connection belongs to the writer thread
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._sync_engine.dispose
+                )
+                self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -242,37 +276,15 @@ class EventRecorder:
             except Exception:  # pragma: no cover - _drain handles its own errors
                 log.exception("store: flusher error")
             self._report_drops()
-            if self._sync_engine is not None and time.monotonic() >= self._checkpoint_due:
-                self._checkpoint_due = time.monotonic() + _CHECKPOINT_EVERY_S
-                await asyncio.to_thread(self._checkpoint)
-
-    def _checkpoint(self) -> None:
-        """SQLite: copy the WAL into the database file (worker thread; see the pragmas).
-
-        PASSIVE: never waits for readers or writers; what it cannot copy now is
-        copied next time.
-        """
-        try:
-            if self._checkpointer is None:
-                database = self._engine.url.database
-                if not database or database == ":memory:":
-                    return
-                self._checkpointer = sqlite3.connect(database, check_same_thread=False)
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            log.debug("store: checkpoint failed: %s", exc)
 
     # -- draining ---------------------------------------------------------------------
     async def _drain(self) -> bool:
         """Write chunks until the buffer is empty (True) or the database fails (False)."""
         async with self._lock:
-            if self._sync_engine is not None:
-                while True:
-                    done = self._drain_sync(_MAX_BURST_S)
-                    if done is not None:
-                        return done
-                    # a long backlog: serve the stations between bursts
-                    await asyncio.sleep(0)
+            self._handover()
+            if self._executor is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, self._drain_sync)
             while True:
                 if not self._take_backlog():
                     return True
@@ -280,55 +292,30 @@ class EventRecorder:
                     return False
 
     def _take_backlog(self) -> bool:
-        """Events left to write? Hands the incoming list over when the backlog is done."""
+        """Events left to write? Takes the next handed-over list when the backlog is done."""
         if self._pos >= len(self._backlog):
-            if not self._incoming:
+            if not self._queue:
                 self._backlog, self._pos = [], 0
                 return False
-            # O(1) hand-over: the hot path appends to a fresh list meanwhile.
-            self._backlog, self._incoming, self._pos = self._incoming, [], 0
+            self._backlog, self._pos = self._queue.popleft(), 0
             self._suspect_end = self._event_limit = 0
         return True
 
-    def _drain_sync(self, budget_s: float) -> bool | None:
-        """SQLite: write chunks for up to `budget_s`; True empty, False failed, None: more."""
-        started = time.perf_counter()
+    def _drain_sync(self) -> bool:
+        """SQLite, in the writer thread: write chunks; True when empty, False on failure."""
+        assert self._sync_engine is not None
         while True:
             if not self._take_backlog():
                 return True
             batch, end = self._next_batch()
-            assert self._sync_engine is not None
             try:
-                with self._sync_engine.begin() as conn:  # on the loop thread, see above
+                with self._sync_engine.begin() as conn:
                     written = batch.write_sync(conn, self._tx_cache)
             except Exception as exc:
                 if not self._chunk_failed(exc, batch, end):
                     return False
             else:
                 self._chunk_written(batch, end, written)
-            if time.perf_counter() - started > budget_s:
-                return None
-
-    def _eager(self) -> None:
-        """Under heavy load, write as soon as `eager_rows` rows are buffered (SQLite).
-
-        Runs inline, in the message handler that filled the buffer. Not as a task
-        or a call_soon callback: a saturated loop runs those only between I/O
-        polls, and libuv (uvloop) polls up to 48 x 1,024 ready sockets before it
-        returns — at 5,000 stations ~2.3 s during which the periodic flusher could
-        not run (measured), so it fell behind and the growing backlog made every
-        garbage collection longer. Inline, the writing keeps pace with the rows
-        coming in: one ~5,000-row burst per ~5,000 rows.
-        """
-        if self._backoff_s or self._stopping.is_set():
-            return  # failing: the flusher retries with backoff
-        self._eager_running = True
-        try:
-            self._drain_sync(_MAX_EAGER_S)
-        except Exception:  # pragma: no cover - _drain_sync handles database errors
-            log.exception("store: eager write failed")
-        finally:
-            self._eager_running = False
 
     def _next_batch(self) -> tuple[Batch, int]:
         max_events = self._event_limit or len(self._backlog)
@@ -360,7 +347,7 @@ class EventRecorder:
         self._remember_transactions(batch.tx_states)
         stats = self.stats
         stats.rows_written += written
-        stats.buffered_rows -= batch.buffered_rows
+        stats.rows_out += batch.buffered_rows
         stats.flushes += 1
         stats.last_flush_s = time.perf_counter() - batch.started
         if self._suspect_end and end >= self._suspect_end:
@@ -387,7 +374,7 @@ class EventRecorder:
             return
         event = self._backlog[self._pos]
         self._pos = end
-        self.stats.buffered_rows -= rows
+        self.stats.rows_out += rows
         self.stats.rejected_rows += rows
         self.rejected.append((event, repr(exc)))
         log.error("STORE: database rejected an event, skipped it: %r: %s", event, exc)
@@ -433,9 +420,6 @@ class EventRecorder:
             self._dropped_reported = dropped
 
 
-_LOOP_BUSY_TIMEOUT_MS = 20
-
-
 def _sync_sqlite_engine(engine: AsyncEngine) -> Engine:
     """A synchronous engine (stdlib sqlite3) on the async engine's SQLite file."""
     url = engine.url.set(drivername="sqlite")
@@ -443,25 +427,13 @@ def _sync_sqlite_engine(engine: AsyncEngine) -> Engine:
 
     @event.listens_for(sync, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # as evflex.store.db sets them for the async engine, except busy_timeout: this
-        # connection runs on the event loop's thread, where waiting for another
-        # writer's lock (grid records, the API) would stall every station; a short
-        # wait, then the batch is kept and retried at the next flush
+        # as evflex.store.db sets them for the async engine; in the writer thread a
+        # wait for another writer's lock (grid records, the API) stalls no station
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            f"PRAGMA busy_timeout={_LOOP_BUSY_TIMEOUT_MS}",
-            "PRAGMA temp_store=MEMORY",
+        for pragma in (*db.SQLITE_PRAGMAS, f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}"):
             # Each chunk touches one leaf of the (station_id, ts) index per station
             # (5,000 pages at 5,000 stations); SQLite's default 2 MB page cache makes
             # every chunk read them back (measured: ~15% less CPU per row at 500k rows).
-            f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}",
-            # Checkpoints (copying the WAL into the database file, tens of ms) are
-            # not run by the commits on the loop thread but by _checkpoint, in a
-            # worker thread: it is one long C call, the GIL released throughout.
-            "PRAGMA wal_autocheckpoint=0",
-        ):
             cursor.execute(pragma)
         cursor.close()
 
