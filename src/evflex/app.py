@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -91,6 +92,8 @@ class App:
             self.engine,
             flush_interval_s=settings.flush_interval_s,
             live_values_interval_s=settings.live_values_interval_s,
+            # PostgreSQL: written from the recorder's thread, on a loop and pool of its own
+            writer_engine=functools.partial(db.create_engine, settings.db),
         )
         self.registry = StationRegistry(self.repository, self.fleet)
         self.gateway = Gateway(

@@ -98,8 +98,9 @@ def repo(engine: AsyncEngine) -> Repository:
 
 
 @pytest.fixture
-async def recorder(engine: AsyncEngine) -> AsyncIterator[EventRecorder]:
-    rec = EventRecorder(engine, flush_interval_s=0.05)
+async def recorder(target: Target, engine: AsyncEngine) -> AsyncIterator[EventRecorder]:
+    # PostgreSQL as the app runs it: written from the recorder's own thread and loop
+    rec = EventRecorder(engine, flush_interval_s=0.05, writer_engine=target.engine)
     try:
         yield rec
     finally:

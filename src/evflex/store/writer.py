@@ -26,8 +26,12 @@ Cost model (the server's target is 25,000 MeterValues/s on one core):
     tables are written with multi-row INSERTs instead (evflex.store.batch,
     `_insert_values`): a few statements per chunk, a few GIL hand-overs.
   The WAL is checkpointed by SQLite itself, on commit, in the writer thread.
-* PostgreSQL is written on the event loop through the async driver (COPY for the
-  samples); the database work runs in the server's processes.
+* PostgreSQL goes through the async driver (COPY for the samples), from the same
+  kind of writer thread, on an event loop of its own (`writer_engine`, as the app
+  runs it): on the serving loop each of a chunk's dozen awaits waited for the
+  loop's next turn, ~2.3 s under saturation, so it wrote nothing while the load
+  lasted (measured) and its row encoding paused the stations. Without
+  `writer_engine` it runs on the caller's loop (tests, tools).
 
 Failure handling ("bad input loses nothing"):
 
@@ -58,6 +62,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +119,7 @@ class EventRecorder:
         max_buffer_rows: int = 2_000_000,
         live_values_interval_s: float = 0.0,
         eager_rows: int = 5000,
+        writer_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
         """`live_values_interval_s`: write an EVSE's latest power/energy/SoC to the
         `evses` table at most this often (0 = every flush). Every sample still goes to
@@ -121,8 +127,13 @@ class EventRecorder:
         EVSE rows, which at 5,000 stations x 1 Hz stalled the loop ~100 ms per flush
         on PostgreSQL (measured). Live power is served from fleet state, not the table.
 
-        `eager_rows` (SQLite): once this many rows came in since the last hand-over,
-        the writer thread gets them at once, without waiting for the interval.
+        `eager_rows`: once this many rows came in since the last hand-over, the
+        writer thread gets them at once, without waiting for the interval.
+
+        `writer_engine` (PostgreSQL): makes an engine like `engine` (same URL and
+        settings); with it the recorder writes from its own thread, on an event loop
+        of its own (asyncpg connections belong to the loop that opened them). Without
+        it, PostgreSQL is written on the caller's event loop.
         """
         if max_batch_rows is None:
             sqlite = engine.dialect.name == "sqlite"
@@ -134,11 +145,13 @@ class EventRecorder:
         self._engine = engine
         self._codec = Codec(engine.dialect.name)
         self._sync_engine = _sync_sqlite_engine(engine) if self._codec.dialect == "sqlite" else None
-        # SQLite is written by this one thread (see the module doc); PostgreSQL on the loop.
+        # The writer thread (see the module doc); None: PostgreSQL on the caller's loop.
+        self._writer_engine_factory = writer_engine
+        self._writer_engine: AsyncEngine | None = None  # made in the thread, on _writer_loop
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        threaded = self._sync_engine is not None or writer_engine is not None
         self._executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="evflex-sqlite-writer")
-            if self._sync_engine is not None
-            else None
+            ThreadPoolExecutor(1, thread_name_prefix="evflex-store-writer") if threaded else None
         )
         self._tx_cache: dict[TxKey, TxRow] = {}
         self._live_due: dict[tuple[str, int], float] = {}
@@ -215,8 +228,8 @@ class EventRecorder:
     def _eager_job(self) -> None:
         self._eager_pending = False  # rows handed over from now on need another job
         try:
-            self._drain_sync()
-        except Exception:  # pragma: no cover - _drain_sync handles database errors
+            self._drain_in_thread()
+        except Exception:  # pragma: no cover - the drains handle database errors
             log.exception("store: eager write failed")
 
     def _handover(self) -> None:
@@ -257,11 +270,9 @@ class EventRecorder:
                     return
                 await asyncio.sleep(min(self._backoff_s or _MIN_BACKOFF_S, remaining))
         finally:
-            if self._executor is not None and self._sync_engine is not None:
-                # the pooled sqlite3 connection belongs to the writer thread
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._sync_engine.dispose
-                )
+            if self._executor is not None:
+                # the pooled connections belong to the writer thread (and its loop)
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._close_thread)
                 self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
@@ -284,12 +295,34 @@ class EventRecorder:
             self._handover()
             if self._executor is not None:
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._executor, self._drain_sync)
-            while True:
-                if not self._take_backlog():
-                    return True
-                if not await self._write_next_chunk():
-                    return False
+                return await loop.run_in_executor(self._executor, self._drain_in_thread)
+            return await self._drain_async(self._engine)
+
+    async def _drain_async(self, engine: AsyncEngine) -> bool:
+        while True:
+            if not self._take_backlog():
+                return True
+            if not await self._write_next_chunk(engine):
+                return False
+
+    def _drain_in_thread(self) -> bool:
+        """In the writer thread: SQLite directly, PostgreSQL on the thread's own loop."""
+        if self._sync_engine is not None:
+            return self._drain_sync()
+        if self._writer_loop is None:
+            self._writer_loop = asyncio.new_event_loop()
+        if self._writer_engine is None:
+            assert self._writer_engine_factory is not None
+            self._writer_engine = self._writer_engine_factory()
+        return self._writer_loop.run_until_complete(self._drain_async(self._writer_engine))
+
+    def _close_thread(self) -> None:
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+        if self._writer_loop is not None:
+            if self._writer_engine is not None:
+                self._writer_loop.run_until_complete(self._writer_engine.dispose())
+            self._writer_loop.close()
 
     def _take_backlog(self) -> bool:
         """Events left to write? Takes the next handed-over list when the backlog is done."""
@@ -323,10 +356,10 @@ class EventRecorder:
         end = batch.add(self._backlog, self._pos, self._max_batch_rows, max_events)
         return batch, end
 
-    async def _write_next_chunk(self) -> bool:
+    async def _write_next_chunk(self, engine: AsyncEngine) -> bool:
         batch, end = self._next_batch()
         try:
-            async with self._engine.begin() as conn:
+            async with engine.begin() as conn:
                 written = await batch.write(conn, self._tx_cache)
         except Exception as exc:
             return self._chunk_failed(exc, batch, end)
