@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -11,7 +12,11 @@ from evflex.fleet.commands import (
     ClearChargingProfile,
     Command,
     CommandResult,
+    LimitBatch,
+    LimitOrder,
+    LimitOutcome,
     SetChargingProfile,
+    limit_command,
 )
 from evflex.fleet.state import FleetState
 from evflex.grid.health import HealthParams
@@ -26,6 +31,10 @@ class FakePort:
     Like a charger, an accepted W limit lowers the EVSE's power in `fleet` (at once)
     unless the station is in `ignore`; a clear restores the power it had. `refuse`
     maps a station to the profile units it rejects.
+
+    `send_limits` records every order of a batch at once (as the command it stands
+    for) and, once released, answers the whole batch in one `on_outcomes` call;
+    `batches` keeps the size of each batch.
     """
 
     status: str = "Accepted"
@@ -36,6 +45,7 @@ class FakePort:
     ignore: set[str] = field(default_factory=set)
     refuse: dict[str, set[str]] = field(default_factory=dict)
     natural: dict[tuple[str, int], float | None] = field(default_factory=dict)
+    batches: list[int] = field(default_factory=list)
 
     async def send(
         self,
@@ -47,6 +57,32 @@ class FakePort:
     ) -> CommandResult:
         self.sent.append((station_id, command, priority))
         await self.release.wait()
+        return await self._answer(station_id, command)
+
+    def send_limits(
+        self,
+        orders: Sequence[LimitOrder],
+        batch: LimitBatch,
+        on_outcomes: Callable[[list[LimitOutcome]], None],
+        *,
+        timeout_s: float | None = None,
+    ) -> asyncio.Future[None]:
+        commands = [limit_command(order, batch) for order in orders]
+        pairs = list(zip(orders, commands, strict=True))
+        self.sent.extend((order.station_id, cmd, True) for order, cmd in pairs)
+        self.batches.append(len(orders))
+
+        async def answer() -> None:
+            await self.release.wait()
+            outcomes: list[LimitOutcome] = []
+            for index, (order, cmd) in enumerate(pairs):
+                result = await self._answer(order.station_id, cmd)
+                outcomes.append((index, result.status, None))
+            on_outcomes(outcomes)
+
+        return asyncio.ensure_future(answer())
+
+    async def _answer(self, station_id: str, command: Command) -> CommandResult:
         self.answered += 1
         if isinstance(command, SetChargingProfile):
             if command.profile.unit in self.refuse.get(station_id, ()):

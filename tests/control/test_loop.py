@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 
 from evflex.control.loop import Fcr
@@ -34,9 +35,11 @@ async def test_profile_is_tx_with_the_transaction_else_tx_default_and_always_exp
     port.release.set()
     engine = engine_for(2, port, clocks, stack_level=50, valid_for_s=600.0)
     engine.activate("fcr", Fcr(14_000.0))
-    feed(engine, clocks, 49.8)
-    # S1's transaction ends between allocation and sending: its limit becomes the default
+    # S1's transaction ends after the plan counted it as a unit and before its limit is
+    # built (sending is synchronous with the evaluation since limits go out in one
+    # batch): its limit becomes the default
     engine.fleet.stations["S1"].evses[1].transaction = None
+    feed(engine, clocks, 49.8)
     await engine.drain()
     by_station = {sid: cmd for sid, cmd, _ in port.sent}
     tx, no_tx = by_station["S0"], by_station["S1"]
@@ -130,3 +133,31 @@ async def test_a_limit_set_after_an_idle_tick_is_still_renewed() -> None:
         engine.tick()
     await engine.drain()
     assert [a.action for a in engine.audit].count("renew") == 1
+
+
+async def test_a_step_hands_every_command_to_the_port_in_one_batch() -> None:
+    """No task per command: the step is one `send_limits` call, made before any answer;
+    the answers come back as one batch and the refusals among them fall back together."""
+    port, clocks = FakePort(), Clocks()
+    engine = engine_for(20, port, clocks)
+    amps_only = {f"S{i}" for i in range(0, 20, 4)}
+    port.refuse = {sid: {"W"} for sid in amps_only}
+    engine.activate("fcr", Fcr(20 * 7_000.0))
+    feed(engine, clocks, 49.8)
+    assert port.batches == [20] and port.answered == 0 and not engine.audit
+    port.release.set()
+    await engine.drain()
+    assert port.batches == [20, 5]  # the five refusals, retried in amps in one batch
+    sets = Counter(a.outcome for a in engine.audit if a.action == "set")
+    assert sets == {"Accepted": 15, "Rejected": 5}
+    fallbacks = [a for a in engine.audit if a.action == "fallback"]
+    assert {a.station_id for a in fallbacks} == amps_only
+    assert {(a.outcome, a.reason) for a in fallbacks} == {("Accepted", "Rejected: try A/natural")}
+    assert len(engine.limits) == 20 and sum(engine.limits.values()) == 0.0
+    assert all(engine.fleet.stations[f"S{i}"].evses[1].power_w == 0.0 for i in range(20))
+    assert len(engine.expect) == 20  # the closed loop watches every accepted limit
+    # releasing is one batch too
+    feed(engine, clocks, 50.0)
+    assert port.batches == [20, 5, 20]
+    await engine.drain()
+    assert engine.limits == {}

@@ -3,13 +3,15 @@
 Frequency samples (from any `FrequencySource`) and a 1 s tick drive one evaluation:
 
     feed health → each active service's ΔP (W) → Σ ΔP → allocation → minimal commands
-    → SetChargingProfile / ClearChargingProfile through a `CommandPort`, urgent lane.
+    → SetChargingProfile / ClearChargingProfile through a `LimitPort`, urgent lane,
+    all of an evaluation's commands in one `send_limits` call (no task per command).
 
 Safety: every limit carries `valid_to` = now + `valid_for_s` (renewed while it stays
 in force), so a curtailment lifts by itself if evflex dies. An unusable feed
 (stale, implausible, recovering) gates the frequency services to "no response",
 which releases their curtailments. Idempotent: the limits believed in force are
-remembered (`apply_commands`), so re-evaluating the same state sends nothing.
+remembered (folded in as `allocation.apply_commands` describes), so re-evaluating
+the same state sends nothing.
 
 The baseline (each EVSE's power just before activation) is captured when the first
 service activates and kept until the last one ends; services started meanwhile share
@@ -29,10 +31,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 from evflex.control.allocation import Command as LimitCommand
-from evflex.control.allocation import Plan, apply_commands, evaluate, prepare
+from evflex.control.allocation import Plan, evaluate, prepare
 from evflex.control.availability import Flexibility, flexibility, p90_w
 from evflex.control.baseline import Baseline, capture_baseline
 from evflex.control.ffr import FfrParams, FfrState, ffr_step
@@ -63,14 +66,7 @@ from evflex.control.units import (
     units_from_fleet,
     w_to_a,
 )
-from evflex.fleet.commands import (
-    ChargingProfile,
-    ClearChargingProfile,
-    CommandError,
-    CommandPort,
-    SchedulePeriod,
-    SetChargingProfile,
-)
+from evflex.fleet.commands import LimitBatch, LimitOrder, LimitOutcome, LimitPort
 from evflex.fleet.events import (
     ChargingNeedsReported,
     StationConnected,
@@ -208,7 +204,7 @@ class Engine:
 
     def __init__(
         self,
-        port: CommandPort,
+        port: LimitPort,
         fleet: FleetState,
         config: EngineConfig = EngineConfig(),
         *,
@@ -256,7 +252,7 @@ class Engine:
         self._evaluated: tuple[int, float, int] | None = None
         self._held_back = False
         self._renew_scan_at = -math.inf  # no renewal can be due before this (monotonic)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches: set[asyncio.Future[None]] = set()  # limit batches not yet settled
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
         self.on_record: Callable[[str, RecordRow], None] | None = None  # storage hooks
@@ -281,9 +277,9 @@ class Engine:
         await self.drain()
 
     async def drain(self) -> None:
-        """Wait for the commands in flight (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for the commands in flight and their fallbacks (tests, shutdown)."""
+        while self._batches:
+            await asyncio.gather(*list(self._batches), return_exceptions=True)
 
     async def _consume(self, source: FrequencySource) -> None:
         try:
@@ -613,7 +609,8 @@ class Engine:
 
     # -- dispatch -----------------------------------------------------------------
     def _dispatch(self, cmds: Iterable[LimitCommand], reason: str, tags: tuple[str, ...]) -> None:
-        """One pass: a task per command, so no station waits for another's answer."""
+        """One pass: every command to the port in one batch, so no station waits for
+        another's answer and none for a task of its own to be scheduled."""
         now = self.mono()
         wanted = len(cmds) if isinstance(cmds, list) else -1
         cmds = [c for c in cmds if c[2] is None or self.backoff.get(c[:2], now) <= now]
@@ -621,41 +618,37 @@ class Engine:
             self._held_back = True  # some backing off: evaluate again, not from the cache
         if not cmds:
             return
-        self.limits = apply_commands(self.limits, cmds)
         self._limits_version += 1
         self._dirty = True
         expiry = now + self.config.valid_for_s
+        # a fleet-wide step runs this loop 10,000 times before the first frame leaves:
+        # the engine's own dicts are updated in place, through local names
+        limits, expires, expect = self.limits, self.expires, self.expect
+        unit_base, unit_evse, released_at = self.unit_base, self._unit_evse, self.released_at
+        sends: list[_Send] = []
+        set_any = False
         for sid, eid, limit in cmds:
             key = (sid, eid)
-            action: Action = "release" if limit is None else "set"
             if limit is None:
-                self.expires.pop(key, None)
-                self.expect.pop(key, None)
-                if key in self.unit_base:
-                    self.released_at[key] = now
-            else:
-                self.expires[key] = expiry
-                self.released_at.pop(key, None)
-                if expiry - self.config.renew_before_s < self._renew_scan_at:
-                    self._renew_scan_at = expiry - self.config.renew_before_s
-                if key not in self.unit_base:
-                    self.unit_base[key] = self._power(key)
-                    self._unit_evse[key] = self._evse(key)
-            self._spawn(sid, eid, limit, action, reason, tags)
-
-    def _spawn(
-        self,
-        station_id: str,
-        evse_id: int,
-        limit_w: float | None,
-        action: Action,
-        reason: str,
-        tags: tuple[str, ...],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._send(station_id, evse_id, limit_w, action, reason, tags))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                limits.pop(key, None)
+                expires.pop(key, None)
+                expect.pop(key, None)
+                if key in unit_base:
+                    released_at[key] = now
+                sends.append((key, None, "release", reason))
+                continue
+            limits[key] = limit
+            expires[key] = expiry
+            released_at.pop(key, None)
+            set_any = True
+            if key not in unit_base:
+                evse = self._evse(key)
+                unit_base[key] = (evse.power_w or 0.0) if evse is not None else 0.0
+                unit_evse[key] = evse
+            sends.append((key, limit, "set", reason))
+        if set_any and expiry - self.config.renew_before_s < self._renew_scan_at:
+            self._renew_scan_at = expiry - self.config.renew_before_s
+        self._submit(sends, tags)
 
     def _renew(self) -> None:
         """Resend limits whose expiry is near, so an active service never lapses."""
@@ -663,46 +656,69 @@ class Engine:
         if now < self._renew_scan_at:  # nothing can be due before the earliest expiry
             return
         due = [k for k, t in self.expires.items() if t - now < self.config.renew_before_s]
+        sends: list[_Send] = []
         for key in due:
             limit = self.limits.get(key)
             if limit is None:
                 continue
             self.expires[key] = now + self.config.valid_for_s
-            tags = tuple(s.id for s in self.active_services())
-            self._spawn(*key, limit, "renew", "expiry renewal", tags)
+            sends.append((key, limit, "renew", "expiry renewal"))
+        self._submit(sends, tuple(s.id for s in self.active_services()))
         # later limits expire later (now + valid_for_s), so the earliest bounds the next scan
         earliest = min(self.expires.values(), default=math.inf)
         self._renew_scan_at = earliest - self.config.renew_before_s
 
-    async def _send(
-        self,
-        station_id: str,
-        evse_id: int,
-        limit_w: float | None,
-        action: Action,
-        reason: str,
-        tags: tuple[str, ...],
-    ) -> None:
-        key = (station_id, evse_id)
-        profile_id = self.config.profile_id_base + evse_id
-        variant = self.variant.get(key, 0)
-        command: SetChargingProfile | ClearChargingProfile
-        if limit_w is None:
-            command = ClearChargingProfile(profile_id=profile_id)
-        else:
-            command = SetChargingProfile(evse_id, self._profile(key, limit_w, VARIANTS[variant]))
-        stats = self._stats(station_id)
-        from_w = self._power(key)
-        try:
-            result = await self.port.send(
-                station_id, command, priority=True, timeout_s=self.config.command_timeout_s
-            )
-            outcome, detail = result.status or "answered", None
-        except CommandError as exc:
-            outcome, detail = exc.reason, str(exc)
-        self._audit(key, action, reason, limit_w, outcome, detail, tags)
-        if limit_w is None:
+    def _submit(self, sends: list[_Send], tags: tuple[str, ...]) -> None:
+        """Hand `sends` to the port as one batch; their outcomes come to `_on_outcomes`."""
+        if not sends:
             return
+        cfg = self.config
+        wall = self.wall()
+        batch = LimitBatch(cfg.stack_level, wall, wall + timedelta(seconds=cfg.valid_for_s))
+        orders: list[LimitOrder] = []
+        pending: list[_Pending] = []
+        variants, stations, order = self.variant, self.fleet.stations, self._order
+        for key, limit_w, action, reason in sends:
+            station = stations.get(key[0])
+            evse = station.evses.get(key[1]) if station is not None else None
+            variant = variants.get(key, 0)
+            orders.append(order(key, evse, limit_w, VARIANTS[variant]))
+            power = (evse.power_w or 0.0) if evse is not None else 0.0
+            pending.append(_Pending(key, limit_w, action, reason, variant, power))
+        done = self.port.send_limits(
+            orders,
+            batch,
+            partial(self._on_outcomes, pending, tags),
+            timeout_s=cfg.command_timeout_s,
+        )
+        self._batches.add(done)
+        done.add_done_callback(self._batches.discard)
+
+    def _on_outcomes(
+        self, pending: list[_Pending], tags: tuple[str, ...], outcomes: list[LimitOutcome]
+    ) -> None:
+        """Answers of a batch, as they come: audit, closed loop, fallbacks (one batch)."""
+        fallbacks: list[_Send] = []
+        for index, status, error in outcomes:
+            if error is None:
+                outcome, detail = status or "answered", None
+            else:
+                outcome, detail = error.reason, str(error)
+            fallback = self._settle(pending[index], outcome, detail, tags)
+            if fallback is not None:
+                fallbacks.append(fallback)
+        self._submit(fallbacks, tags)
+
+    def _settle(
+        self, sent: _Pending, outcome: str, detail: str | None, tags: tuple[str, ...]
+    ) -> _Send | None:
+        """One station's answer to one limit; returns the fallback to send, if any."""
+        key, limit_w, action, _, variant, from_w = sent
+        station_id, evse_id = key
+        self._audit(key, action, sent.reason, limit_w, outcome, detail, tags)
+        if limit_w is None:
+            return None
+        stats = self._stats(station_id)
         stats.sent += 1
         current = self.limits.get(key) == limit_w  # not superseded meanwhile
         if outcome == "Accepted":
@@ -713,19 +729,18 @@ class Engine:
                 self.unit_reasons.setdefault(station_id, {})[evse_id] = f"{_FALLBACK} {name}"
             if current and action != "renew":
                 self._expect(key, limit_w, from_w)
-            return
+            return None
         if outcome in _REFUSALS:
             stats.rejected += 1
         else:
             stats.failed += 1
         if not current:
-            return
+            return None
         nxt = self._next_variant(key, variant)
         if outcome in _REFUSALS and nxt is not None:
             self.variant[key] = nxt
             name = "/".join(VARIANTS[nxt])
-            self._spawn(station_id, evse_id, limit_w, "fallback", f"{outcome}: try {name}", tags)
-            return
+            return (key, limit_w, "fallback", f"{outcome}: try {name}")
         # not in force: forget it, count on the others, try again later
         self._dirty = True
         self._limits_version += 1
@@ -737,6 +752,7 @@ class Engine:
             self._mark(key, f"refused every form of limit ({outcome})", limit_w)
         elif outcome == "timeout":
             self._mark(key, "did not answer SetChargingProfile", limit_w)
+        return None
 
     def _next_variant(self, key: Key, variant: int) -> int | None:
         """The next way to express a limit; "other" purposes only with a transaction
@@ -784,28 +800,25 @@ class Engine:
         if self.on_audit is not None:
             self.on_audit(entry)
 
-    def _profile(self, key: Key, limit_w: float, variant: Variant) -> ChargingProfile:
-        """A limit on the running transaction (else the EVSE's default), always expiring."""
-        now = self.wall()
-        evse = self._evse(key)
+    def _order(
+        self, key: Key, evse: Evse | None, limit_w: float | None, variant: Variant
+    ) -> LimitOrder:
+        """A limit on the running transaction (else the EVSE's default); the port gives
+        it the batch's start and expiry. None: clear evflex's profile."""
+        sid, eid = key
+        profile_id = self.config.profile_id_base + eid
+        if limit_w is None:
+            return LimitOrder(sid, eid, profile_id, None)
         tx = evse.transaction if evse is not None else None
         unit, which = variant
-        natural: Purpose = "tx" if tx is not None else "tx_default"
-        purpose: Purpose = natural if which == "natural" else _other(natural)
+        natural: TxPurpose = "tx" if tx is not None else "tx_default"
+        purpose: TxPurpose = natural if which == "natural" else _other(natural)
         value = round(limit_w, 1)
         if unit == "A":
             spec = self.specs.get(key, _DEFAULT_SPEC)
             value = round(w_to_a(limit_w, spec.voltage_v, spec.phases), 1)
-        return ChargingProfile(
-            profile_id=self.config.profile_id_base + key[1],
-            stack_level=self.config.stack_level,
-            purpose=purpose,
-            unit=unit,
-            periods=(SchedulePeriod(0, value),),
-            start_schedule=now,
-            valid_to=now + timedelta(seconds=self.config.valid_for_s),
-            transaction_id=tx.transaction_id if tx is not None and purpose == "tx" else None,
-        )
+        tx_id = tx.transaction_id if tx is not None and purpose == "tx" else None
+        return LimitOrder(sid, eid, profile_id, value, unit, purpose, tx_id)
 
     # -- records and state --------------------------------------------------------
     def _record(self, now: datetime) -> None:
@@ -869,7 +882,22 @@ class Engine:
         )
 
 
-Purpose = Literal["tx", "tx_default", "station_max"]
+TxPurpose = Literal["tx", "tx_default"]
+_Send = tuple[Key, float | None, Action, str]
+"""A limit to send: (EVSE, limit W or None = release, action, reason)."""
+
+
+class _Pending(NamedTuple):
+    """A limit handed to the port, until its answer: what the answer is judged by."""
+
+    key: Key
+    limit_w: float | None
+    action: Action
+    reason: str
+    variant: int  # index into VARIANTS: the form it was sent in
+    from_w: float  # the unit's power when it was sent
+
+
 _DEFAULT_SPEC = EvseSpec()
 _FALLBACK = "takes limits only as"
 
@@ -899,5 +927,5 @@ def _delay_s(exp: Expectation, evse: Evse | None, now: float, wall: datetime) ->
     return delay
 
 
-def _other(purpose: Purpose) -> Purpose:
+def _other(purpose: TxPurpose) -> TxPurpose:
     return "tx_default" if purpose == "tx" else "tx"

@@ -6,9 +6,11 @@ them into OCPP 1.6 or 2.0.1 calls. Field names carry units.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,3 +268,81 @@ class CommandPort(Protocol):
     ) -> CommandResult: ...
 
     def is_connected(self, station_id: str) -> bool: ...
+
+
+# -- grid limits in batches ---------------------------------------------------------
+class LimitOrder(NamedTuple):
+    """One EVSE's grid limit within a batch (`LimitPort.send_limits`).
+
+    A NamedTuple, not a dataclass: a fleet-wide step builds 10,000 of them on the
+    latency path. `limit` is in `unit` (already rounded as it should go out); None
+    clears the profile `profile_id` (release). `transaction_id` only with purpose "tx".
+    """
+
+    station_id: str
+    evse_id: int
+    profile_id: int
+    limit: float | None
+    unit: Literal["W", "A"] = "W"
+    purpose: Literal["tx", "tx_default"] = "tx_default"
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitBatch:
+    """What every limit of one batch shares: a single-period Absolute profile at
+    `stack_level` from `start`, expiring at `valid_to`."""
+
+    stack_level: int
+    start: datetime
+    valid_to: datetime
+
+
+LimitOutcome = tuple[int, str | None, CommandError | None]
+"""(index into the batch's orders, the station's status or None, the error or None):
+exactly one of the last two is set, except an answer without a status (both None)."""
+
+
+def limit_command(
+    order: LimitOrder, batch: LimitBatch
+) -> SetChargingProfile | ClearChargingProfile:
+    """The version-neutral command an order stands for (one at a time, for ports that
+    do not batch and for checking the batched frames against)."""
+    if order.limit is None:
+        return ClearChargingProfile(profile_id=order.profile_id)
+    return SetChargingProfile(
+        order.evse_id,
+        ChargingProfile(
+            profile_id=order.profile_id,
+            stack_level=batch.stack_level,
+            purpose=order.purpose,
+            unit=order.unit,
+            periods=(SchedulePeriod(0, order.limit),),
+            start_schedule=batch.start,
+            valid_to=batch.valid_to,
+            transaction_id=order.transaction_id if order.purpose == "tx" else None,
+        ),
+    )
+
+
+class LimitPort(CommandPort, Protocol):
+    """A command port that also takes grid limits for many stations in one call."""
+
+    def send_limits(
+        self,
+        orders: Sequence[LimitOrder],
+        batch: LimitBatch,
+        on_outcomes: Callable[[list[LimitOutcome]], None],
+        *,
+        timeout_s: float | None = None,
+    ) -> asyncio.Future[None]:
+        """Send every order now, in one pass and on the urgent lane (behind at most
+        the call in flight at its station); return at once.
+
+        Outcomes arrive through `on_outcomes`, never from inside this call, in
+        batches of whatever settled since the last one (an answer does not wait for
+        the slowest station). Every order gets exactly one outcome, within
+        `timeout_s` (queueing included). The returned future resolves after the last
+        `on_outcomes` call; cancelling it drops the orders still queued.
+        """
+        ...

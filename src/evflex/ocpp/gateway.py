@@ -16,7 +16,7 @@ import gc
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -36,13 +36,16 @@ from evflex.fleet.commands import (
     CommandResult,
     CommandTimeout,
     InvalidCommand,
+    LimitBatch,
+    LimitOrder,
+    LimitOutcome,
     StationNotConnected,
 )
 from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
 from evflex.fleet.model import Protocol as OcppVersion
-from evflex.ocpp import commands_v16, commands_v201, v16, v201
+from evflex.ocpp import commands_v16, commands_v201, limits, v16, v201
 from evflex.ocpp.errors import OcppError
-from evflex.ocpp.session import CallGroup, Outgoing, Session
+from evflex.ocpp.session import CallGroup, Outgoing, Session, Settled
 from evflex.ocpp.stats import GatewayStats
 from evflex.ocpp.timefmt import now
 
@@ -328,6 +331,78 @@ class Gateway:
                 interpreted[key] = result
             results[station_id] = result
         return results
+
+    def send_limits(
+        self,
+        orders: Sequence[LimitOrder],
+        batch: LimitBatch,
+        on_outcomes: Callable[[list[LimitOutcome]], None],
+        *,
+        timeout_s: float | None = None,
+    ) -> asyncio.Future[None]:
+        """Grid limits for many EVSEs in one pass (`LimitPort.send_limits`).
+
+        Like `broadcast`, but each station's frame differs: it is spliced from a
+        template validated once per shape in this batch (`evflex.ocpp.limits`), so
+        a station costs a `%` format, a queue check and a socket write — no task,
+        Future or timer of its own. Every call takes the urgent lane: an idle
+        station gets its frame before this returns, a busy one right after the call
+        in flight. The calls form one streaming `CallGroup` (one deadline, queueing
+        included); outcomes reach `on_outcomes` in batches as they settle.
+        """
+        timeout = timeout_s or self.call_timeout_s
+        group = CallGroup(self.loop, _limit_outcomes(on_outcomes))
+        templates: dict[limits.Shape, limits.Template | CommandError] = {}
+        sessions = self.sessions
+        with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
+            for index, order in enumerate(orders):
+                session = sessions.get(order.station_id)
+                if session is None:
+                    group.refuse(index, StationNotConnected(f"{order.station_id} not connected"))
+                    continue
+                shape = limits.shape_of(order, session.v16)
+                template = templates.get(shape)
+                if template is None:
+                    template = templates[shape] = limits.build(shape, batch)
+                if isinstance(template, CommandError):
+                    group.refuse(index, template)
+                    continue
+                encoded = template.splice(order)
+                if encoded is None:
+                    group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
+                    continue
+                item = Outgoing(template.action, None, None, timeout, encoded)
+                item.group, item.key = group, index
+                group.add(session, item)
+                session.enqueue(item, True)
+            group.seal(self.loop.time() + timeout)
+        return group.done
+
+
+def _limit_outcomes(
+    on_outcomes: Callable[[list[LimitOutcome]], None],
+) -> Callable[[list[Settled]], None]:
+    """CallGroup outcomes (payload or exception, by order index) → `LimitOutcome`s."""
+
+    def deliver(settled: list[Settled]) -> None:
+        out: list[LimitOutcome] = []
+        for key, outcome in settled:
+            index = _index(key)
+            if isinstance(outcome, CommandError):
+                out.append((index, None, outcome))
+            elif isinstance(outcome, Exception):
+                out.append((index, None, CommandError(str(outcome))))
+            else:
+                status = outcome.get("status")
+                out.append((index, status if isinstance(status, str) else None, None))
+        on_outcomes(out)
+
+    return deliver
+
+
+def _index(key: Hashable) -> int:
+    assert isinstance(key, int)  # send_limits keys its calls by order index
+    return key
 
 
 _gc_holds = 0  # broadcasts waiting with the cyclic GC held off

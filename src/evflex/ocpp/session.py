@@ -10,9 +10,11 @@ routine calls. The queue never blocks inbound handling: a station's own calls
 are answered while our call to it is pending.
 
 A single call has its own Future and response timer. The calls of a broadcast
-belong to a `CallGroup` instead: one deadline timer and one Future for the whole
-fleet, and an answer only records its outcome — no Future, no timer and no
-wake-up per station (those were most of a 5,000-station broadcast's CPU).
+(or of a batch of grid limits) belong to a `CallGroup` instead: one deadline timer
+and one Future for the whole fleet, and an answer only records its outcome — no
+Future, no timer and no wake-up per station (those were most of a 5,000-station
+broadcast's CPU). A streaming group also hands the outcomes on as they settle, in
+one batch per event-loop pass.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -65,7 +67,9 @@ _ids = itertools.count(1)
 @dataclass(slots=True)
 class Outgoing:
     action: str
-    payload: dict[str, Any]
+    # None: only `encoded` exists (a frame spliced from a validated template); it is
+    # decoded for the command log, after the answers, not on the way out
+    payload: dict[str, Any] | None
     future: asyncio.Future[dict[str, Any]] | None  # None: the outcome goes to `group`
     timeout_s: float
     encoded: bytes | None = None  # payload already validated and serialised (broadcasts)
@@ -73,7 +77,14 @@ class Outgoing:
     sent_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     group: CallGroup | None = None
-    key: str = ""  # the station id, within its group
+    key: Hashable = ""  # unique within its group: the station id, or an order's index
+
+    def logged_payload(self) -> dict[str, Any]:
+        """The payload as the command log shows it."""
+        if self.payload is not None:
+            return self.payload
+        decoded = orjson.loads(self.encoded) if self.encoded is not None else {}
+        return decoded if isinstance(decoded, dict) else {}
 
     @property
     def abandoned(self) -> bool:
@@ -95,19 +106,45 @@ class Outgoing:
             self.future.set_exception(exc)
 
 
+Settled = tuple[Hashable, dict[str, Any] | Exception]
+
+
 class CallGroup:
     """The calls of one broadcast: a shared deadline and one Future for all outcomes.
 
-    `outcomes` maps each station to its CALLRESULT payload or its exception
+    `outcomes` maps each call's key to its CALLRESULT payload or its exception
     (CommandRejected, CommandTimeout, StationNotConnected, InvalidCommand). The
     deadline bounds the whole wait, queueing included, like `Gateway.send`: at it,
     `expire` times out every call still unanswered, in flight or still queued.
+
+    With `stream`, outcomes are also handed to it as they settle: everything settled
+    since the last hand-over, in one call scheduled with `call_soon` (never from
+    inside `add`/`settle`, so the caller is not re-entered mid-pass). `done` then
+    resolves only after the last hand-over.
     """
 
-    __slots__ = ("completed", "done", "items", "outcomes", "remaining", "sealed", "timer")
+    __slots__ = (
+        "_flush_due",
+        "completed",
+        "done",
+        "items",
+        "outcomes",
+        "remaining",
+        "sealed",
+        "settled",
+        "stream",
+        "timer",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.outcomes: dict[str, dict[str, Any] | Exception] = {}
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stream: Callable[[list[Settled]], None] | None = None,
+    ) -> None:
+        self.outcomes: dict[Hashable, dict[str, Any] | Exception] = {}
+        self.stream = stream
+        self.settled: list[Settled] = []  # not yet handed to `stream`
+        self._flush_due = False
         self.remaining = 0
         self.sealed = False  # every call added: `done` may resolve
         self.done: asyncio.Future[None] = loop.create_future()
@@ -123,20 +160,43 @@ class CallGroup:
         self.items.append((session, item))
         self.remaining += 1
 
+    def refuse(self, key: Hashable, exc: Exception) -> None:
+        """A call that never got a session (station offline, invalid values)."""
+        self.remaining += 1
+        self.settle(key, exc)
+
     def seal(self, deadline: float) -> None:
         """No more calls; time out what is still unanswered at loop time `deadline`."""
         self.sealed = True
         if self.remaining:
             self.timer = self.done.get_loop().call_at(deadline, self.expire)
-        else:
+        elif not self._flush_due:  # else the pending hand-over finishes the group
             self._finish()
 
-    def settle(self, key: str, outcome: dict[str, Any] | Exception) -> None:
+    def settle(self, key: Hashable, outcome: dict[str, Any] | Exception) -> None:
         if key in self.outcomes:
             return
         self.outcomes[key] = outcome
         self.remaining -= 1
+        if self.stream is not None:
+            self.settled.append((key, outcome))
+            if not self._flush_due:
+                self._flush_due = True
+                self.done.get_loop().call_soon(self._flush)
+            return  # `_flush` finishes the group, after the last hand-over
         if self.remaining == 0 and self.sealed:
+            if self.timer is not None:
+                self.timer.cancel()
+            self._finish()
+
+    def _flush(self) -> None:
+        settled, self.settled, self._flush_due = self.settled, [], False
+        assert self.stream is not None
+        try:
+            self.stream(settled)
+        except Exception:
+            log.exception("outcome consumer failed on %d outcomes", len(settled))
+        if self.remaining == 0 and self.sealed and not self._flush_due:
             if self.timer is not None:
                 self.timer.cancel()
             self._finish()
@@ -160,7 +220,7 @@ class CallGroup:
                 CommandCompleted(
                     session.station_id,
                     item.action,
-                    item.payload,
+                    item.logged_payload(),
                     wall - timedelta(seconds=perf - item.sent_at),
                     (answered - item.sent_at) * 1000.0,
                     outcome,
@@ -414,6 +474,7 @@ class Session(WSListener):
         item.message_id = str(number)
         if item.encoded is not None:
             return b'[2,"%d","%b",%b]' % (number, item.action.encode(), item.encoded)
+        assert item.payload is not None  # an item without `encoded` carries its payload
         try:
             self.schemas.validate_request(item.action, item.payload)
         except OcppError as exc:
@@ -470,7 +531,7 @@ class Session(WSListener):
             CommandCompleted(
                 self.station_id,
                 item.action,
-                item.payload,
+                item.logged_payload(),
                 sent_at,
                 duration_ms,
                 outcome,
