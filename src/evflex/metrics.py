@@ -91,6 +91,17 @@ class EvflexCollector(Collector):
         yield _counter(
             "evflex_grid_evaluation_seconds", "time spent in grid evaluations", g.evaluation_s
         )
+        yield _gauge(
+            "evflex_grid_last_dispatch_seconds",
+            "last evaluation that sent limits: targets until every idle station's frame"
+            " was written",
+            g.last_dispatch_s,
+        )
+        yield _gauge(
+            "evflex_grid_last_dispatch_commands",
+            "commands sent by that evaluation",
+            g.last_dispatch_commands,
+        )
         active = len(g.active_services())
         yield _gauge("evflex_grid_services_active", "active grid services", active)
         yield _gauge("evflex_grid_limits", "EVSE limits evflex holds in force", len(g.limits))

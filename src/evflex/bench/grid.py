@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import gc
 import io
 import math
@@ -563,6 +564,10 @@ class StepResult:
     server_share: float
     loader_share: float
     background: float
+    # the server's own clock: the step's evaluation, targets → the gateway's pass over
+    # every station returned (frames written); nan if the server does not say
+    dispatch_s: float = math.nan
+    dispatch_commands: int = 0
 
 
 async def _step(
@@ -590,7 +595,23 @@ async def _step(
         background=other,
     )
     await asyncio.sleep(p.settle_s)  # answers handled, audit and command log written
-    return result
+    dispatch_s, commands = await _last_dispatch(ctx)
+    return dataclasses.replace(result, dispatch_s=dispatch_s, dispatch_commands=commands)
+
+
+async def _last_dispatch(ctx: BenchContext) -> tuple[float, int]:
+    """The server's last dispatching evaluation (`evflex_grid_last_dispatch_*` metrics)."""
+    r = await ctx.http.get("/metrics")
+    values: dict[str, float] = {}
+    if r.is_success:
+        for line in r.text.splitlines():
+            name, _, value = line.partition(" ")
+            if name.startswith("evflex_grid_last_dispatch_"):
+                values[name] = float(value)
+    return (
+        values.get("evflex_grid_last_dispatch_seconds", math.nan),
+        int(values.get("evflex_grid_last_dispatch_commands", 0)),
+    )
 
 
 def _step_metrics(prefix: str, steps: list[StepResult], expected: list[int]) -> Metrics:
@@ -618,6 +639,11 @@ def _step_metrics(prefix: str, steps: list[StepResult], expected: list[int]) -> 
     out[f"{prefix}_missing"] = missing
     out[f"{prefix}_stray"] = stray
     out[f"{prefix}_http_ms_median"] = round(statistics.median(s.http_s for s in steps) * 1e3, 2)
+    dispatch = [s.dispatch_s * 1e3 for s in steps if math.isfinite(s.dispatch_s)]
+    if dispatch:
+        out[f"{prefix}_server_dispatch_ms_median"] = round(statistics.median(dispatch), 1)
+        out[f"{prefix}_server_dispatch_ms_max"] = round(max(dispatch), 1)
+        out[f"{prefix}_server_dispatch_commands"] = max(s.dispatch_commands for s in steps)
     out[f"{prefix}_server_cpu_ms_median"] = round(
         statistics.median(s.server_cpu_ms for s in steps), 1
     )
