@@ -93,6 +93,18 @@ def test_spliced_201_frames_are_the_validated_frames(order: LimitOrder, batch: L
     v201.SCHEMAS.validate_request(action, orjson.loads(spliced))
 
 
+@pytest.mark.parametrize("v16_station", [True, False])
+def test_one_template_splices_many_orders_exactly(v16_station: bool) -> None:
+    """A template is reused for a whole batch (and memoises limits): every frame is
+    still exactly the one-at-a-time encoding, signed zero and ints included."""
+    values = [0.0, -0.0, 0.0, 0, 1380.0, 1380, 1380.0, 7400.25, -3000.0, 7400.25, -0.0]
+    orders = [LimitOrder("CP", e, 880_000 + e, v, "W", "tx", str(e)) for e, v in enumerate(values)]
+    template = limits.build(limits.shape_of(orders[0], v16_station), BATCH)
+    assert isinstance(template, limits.Template)
+    for order in orders:
+        assert template.splice(order) == orjson.dumps(_one_at_a_time(order, BATCH, v16_station)[1])
+
+
 @pytest.mark.parametrize(
     ("order", "v16_station"),
     [

@@ -353,14 +353,14 @@ class Gateway:
         timeout = timeout_s or self.call_timeout_s
         group = CallGroup(self.loop, _limit_outcomes(on_outcomes))
         templates: dict[limits.Shape, limits.Template | CommandError] = {}
-        sessions = self.sessions
+        sessions_get, shape_of, add = self.sessions.get, limits.shape_of, group.add
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
-                session = sessions.get(order.station_id)
+                session = sessions_get(order.station_id)
                 if session is None:
                     group.refuse(index, StationNotConnected(f"{order.station_id} not connected"))
                     continue
-                shape = limits.shape_of(order, session.v16)
+                shape = shape_of(order, session.v16)
                 template = templates.get(shape)
                 if template is None:
                     template = templates[shape] = limits.build(shape, batch)
@@ -371,9 +371,9 @@ class Gateway:
                 if encoded is None:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
-                item = Outgoing(template.action, None, None, timeout, encoded)
+                item = Outgoing(template.action, None, None, timeout, encoded, "", 0.0, None)
                 item.group, item.key = group, index
-                group.add(session, item)
+                add(session, item)
                 session.enqueue(item, True)
             group.seal(self.loop.time() + timeout)
         return group.done

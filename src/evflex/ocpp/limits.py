@@ -23,7 +23,7 @@ import math
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -71,6 +71,8 @@ class Template:
     v16: bool
     clear: bool
     with_tx: bool
+    # limit → its JSON: a step sends few distinct limits (a full one: all 0.0)
+    limits_json: dict[float, bytes] = field(default_factory=dict)
 
     def splice(self, order: LimitOrder) -> bytes | None:
         """The encoded payload for `order`, or None if its values are not ones the
@@ -82,10 +84,21 @@ class Template:
         tx: int | bytes = 0
         if not self.clear:
             limit = order.limit
-            if limit is None or not math.isfinite(limit):
+            if limit is None:
                 return None
-            # exactly what the adapters put in the period (1.6: multipleOf 0.1)
-            limit_json = _dumps(round(limit, 1) if self.v16 else limit)
+            # memoised only for floats other than -0.0: as dict keys 0 == 0.0 == -0.0,
+            # but they encode differently
+            memo = type(limit) is float and (limit or math.copysign(1.0, limit) > 0.0)
+            known = self.limits_json.get(limit) if memo else None
+            if known is not None:
+                limit_json = known
+            elif not math.isfinite(limit):
+                return None
+            else:
+                # exactly what the adapters put in the period (1.6: multipleOf 0.1)
+                limit_json = _dumps(round(limit, 1) if self.v16 else limit)
+                if memo:
+                    self.limits_json[limit] = limit_json
             if self.with_tx:
                 tx_id = order.transaction_id
                 if tx_id is None:
