@@ -6,6 +6,8 @@ import asyncio
 import logging
 import math
 import os
+import sys
+import threading
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from evflex.fleet.events import (
     TransactionUpdated,
 )
 from evflex.fleet.model import EvseStatus, Protocol
+from evflex.store import writer as writer_module
 from evflex.store.repository import EvseRecord, Repository
 from evflex.store.writer import EventRecorder
 
@@ -653,6 +656,29 @@ async def test_sqlite_writes_eagerly_under_load(tmp_path: Path) -> None:
         await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=5.0)
         assert await _count(engine, "meter_samples") == 100
         assert rec.stats.flushes >= 1
+    finally:
+        await rec.stop()
+        await engine.dispose()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+async def test_the_writer_thread_yields_the_core_to_the_serving_loop(tmp_path: Path) -> None:
+    """The writer runs at a lower CPU priority (higher nice) than the loop's thread."""
+    target = Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'evflex.db'}")
+    await target.upgrade()
+    engine = target.engine()
+    rec = EventRecorder(engine)
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    try:
+        assert rec._executor is not None
+
+        def writer_nice() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        nice = await asyncio.wrap_future(rec._executor.submit(writer_nice))
+        assert nice == min(19, loop_nice + writer_module._WRITER_NICE)
+        # and the loop's thread is untouched
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice
     finally:
         await rec.stop()
         await engine.dispose()
