@@ -168,6 +168,7 @@ async def _summary(app: App, fleet: Fleet) -> dict[str, Any]:
     return {
         **{f"readiness_{verdict}": n for verdict, n in verdicts.items()},
         "power_known_within_5s": f"{fresh.share_within_5s:.0%}",
+        "power_current": f"{fresh.share_current:.0%}",
         "stations_connected": s.stations_connected,
         "sessions_active": _sessions(app),
         "evses_charging": s.evses_charging,

@@ -154,7 +154,8 @@ class EvflexCollector(Collector):
         yield _gauge("evflex_fleet_stations_known", "registered stations", summary.stations_known)
         yield _gauge("evflex_fleet_evses_charging", "EVSEs charging", summary.evses_charging)
         yield _gauge("evflex_fleet_power_watts", "total active power", summary.power_w)
-        fresh = freshness(self._fleet, datetime.now(UTC))
+        change = self._telemetry.change_reporting if self._telemetry is not None else None
+        fresh = freshness(self._fleet, datetime.now(UTC), change)
         share = GaugeMetricFamily(
             "evflex_fleet_power_fresh_share",
             "share of charging EVSEs whose power value is at most this old",
@@ -162,6 +163,7 @@ class EvflexCollector(Collector):
         )
         share.add_metric(["1s"], fresh.share_within_1s)
         share.add_metric(["5s"], fresh.share_within_5s)
+        share.add_metric(["current"], fresh.share_current)  # see telemetry/freshness.py
         yield share
         ages = [a.power_age_s for a in fresh.ages if a.power_age_s is not None]
         yield _gauge(

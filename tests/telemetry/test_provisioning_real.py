@@ -69,8 +69,12 @@ async def test_v16_delta_key_accepted_reports_on_change_and_is_idempotent(db_url
         age = fleet["freshness"]["power_ages"][0]
         assert age["station_id"] == SID and age["power_age_s"] is not None
         assert 0.0 <= fleet["freshness"]["share_known_within_5s"] <= 1.0
+        # delta accepted and provisioned: its value is current however long it holds
+        assert r.app.telemetry.change_reporting(SID) == 300.0
+        assert fleet["freshness"]["share_current"] == 1.0
         metrics = (await r.http.get("/metrics")).text
         assert 'evflex_fleet_power_fresh_share{within="1s"}' in metrics
+        assert 'evflex_fleet_power_fresh_share{within="current"} 1.0' in metrics
         assert 'evflex_telemetry_readiness_stations{verdict="ready"} 1.0' in metrics
         # `evflex readiness` asks the running server
         cli = await asyncio.to_thread(
@@ -93,6 +97,7 @@ async def test_v16_delta_key_not_supported_is_not_ready_naming_the_key(db_url: s
         verdict = r.readiness(SID)
         assert verdict.verdict == "not_ready"
         assert f"delta:NotSupported:{DELTA_KEY}" in verdict.reasons
+        assert r.app.telemetry.change_reporting(SID) is None  # only a fresh value is current
         models = (await r.http.get("/api/v1/readiness/models", params={"format": "csv"})).text
         assert "Nordwatt,Wallbox 11,1.9.3,1,0.0,0,0,1,0" in models
         assert DELTA_KEY in models

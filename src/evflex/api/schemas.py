@@ -86,6 +86,10 @@ class FreshnessOut(BaseModel):
     evses_charging: int
     share_known_within_1s: float = Field(description="charging EVSEs with power ≤ 1 s old")
     share_known_within_5s: float
+    share_current: float = Field(
+        description="charging EVSEs whose power is current: reported ≤ 1 s ago, or the "
+        "station forwards changes ≥ its delta within 1 s and its periodic report is not overdue"
+    )
     power_ages: list[EvseAgeOut] = Field(description="per charging EVSE")
 
 

@@ -64,7 +64,19 @@ class Telemetry:
         return by_model(self.readiness(now))
 
     def freshness(self, now: datetime | None = None) -> Freshness:
-        return freshness(self.fleet, now or self.clock())
+        return freshness(self.fleet, now or self.clock(), self.change_reporting)
+
+    def change_reporting(self, station_id: str) -> float | None:
+        """The station's periodic interval (s) if its provisioning set up forwarding of
+        power changes (1.6 delta key, 2.0.1 Delta monitors) and it did not fail, else
+        None. Observed silence shows as an overdue periodic report (freshness)."""
+        p = self.provisioner.results.get(station_id)
+        if p is None or p.error is not None or p.finished_at is None:
+            return None
+        delta = [o for o in p.outcomes if o.requirement == "delta"]
+        if not delta or not all(o.ok for o in delta):
+            return None
+        return float(p.targets.periodic_s)
 
     async def withdraw(self, station_id: str) -> None:
         await self.provisioner.withdraw(station_id)
