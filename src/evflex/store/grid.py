@@ -1,9 +1,16 @@
 """Grid-service rows (1 s activation records, control audit) written in batches.
 
-The engine produces at most a few rows per second per service plus one audit row
-per command, so a plain buffer flushed every `flush_interval_s` is enough. Rows are
-kept when a write fails and retried at the next flush; beyond `max_rows` the
-oldest are dropped and counted (the in-memory record still serves the API).
+The engine produces a few rows per second per service, one row per controlled unit
+per second, and one audit row per command, so a plain buffer flushed every
+`flush_interval_s` is enough. Rows are kept when a write fails and retried at the
+next flush; beyond `max_rows` the oldest are dropped and counted (the in-memory
+record still serves the API).
+
+At 10,000 units a flush holds ~20,000 rows. On SQLite they are written from a
+thread of their own (as the telemetry recorder does, see evflex.store.writer):
+through the async engine, SQLAlchemy's per-row parameter work ran on the serving
+loop — 280-550 ms per flush with the loop stalled up to 140 ms at a time
+(measured, 10,000 audit + 10,000 unit rows).
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Engine, Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evflex.store.tables import (
@@ -26,6 +34,7 @@ from evflex.store.tables import (
     grid_services,
     grid_unit_records,
 )
+from evflex.store.writer import lower_priority, sync_sqlite_engine
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,13 @@ class GridStore:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.failures = 0
+        self._sync: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sync = sync_sqlite_engine(engine)
+            self._executor = ThreadPoolExecutor(
+                1, thread_name_prefix="evflex-grid-writer", initializer=lower_priority
+            )
 
     def record(self, row: dict[str, Any]) -> None:
         self._add(grid_records, row)
@@ -79,6 +95,11 @@ class GridStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+        if self._executor is not None and self._sync is not None:
+            # the pooled sqlite3 connection belongs to the writer thread
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._sync.dispose)
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def _run(self) -> None:
         while True:
@@ -98,8 +119,7 @@ class GridStore:
             if not batch:
                 continue
             try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(insert(table), batch)
+                await self._insert(table, batch)
             except Exception:
                 self.failures += 1
                 log.exception("store: could not write %d %s rows; kept", len(batch), table.name)
@@ -108,6 +128,19 @@ class GridStore:
                 self._pending[table] = kept[-self._max_rows :]
                 return False
         return True
+
+    async def _insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._insert_sync, table, rows)
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(table), rows)
+
+    def _insert_sync(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            conn.execute(insert(table), rows)
 
     async def _save_services_and_state(self) -> bool:
         services, self._services = self._services, {}

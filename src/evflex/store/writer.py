@@ -147,7 +147,7 @@ class EventRecorder:
         self.rejected: deque[tuple[Event, str]] = deque(maxlen=100)  # for inspection
         self._engine = engine
         self._codec = Codec(engine.dialect.name)
-        self._sync_engine = _sync_sqlite_engine(engine) if self._codec.dialect == "sqlite" else None
+        self._sync_engine = sync_sqlite_engine(engine) if self._codec.dialect == "sqlite" else None
         # The writer thread (see the module doc); None: PostgreSQL on the caller's loop.
         self._writer_engine_factory = writer_engine
         self._writer_engine: AsyncEngine | None = None  # made in the thread, on _writer_loop
@@ -155,7 +155,7 @@ class EventRecorder:
         threaded = self._sync_engine is not None or writer_engine is not None
         self._executor = (
             ThreadPoolExecutor(
-                1, thread_name_prefix="evflex-store-writer", initializer=_lower_priority
+                1, thread_name_prefix="evflex-store-writer", initializer=lower_priority
             )
             if threaded
             else None
@@ -464,7 +464,7 @@ class EventRecorder:
 _WRITER_NICE = 5
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Writer thread: yield the core to the serving loop (Linux; elsewhere a no-op).
 
     On the server's one core the writer's SQLite work competes with the loop that
@@ -485,7 +485,7 @@ def _lower_priority() -> None:
         log.debug("store: writer thread keeps the process's priority: %s", exc)
 
 
-def _sync_sqlite_engine(engine: AsyncEngine) -> Engine:
+def sync_sqlite_engine(engine: AsyncEngine) -> Engine:
     """A synchronous engine (stdlib sqlite3) on the async engine's SQLite file."""
     url = engine.url.set(drivername="sqlite")
     sync = create_engine(url, json_serializer=db._json_dumps)
