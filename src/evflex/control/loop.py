@@ -555,13 +555,6 @@ class Engine:
             return model_key(None, None, None)
         return model_key(station.vendor, station.model, station.firmware)
 
-    def _stats(self, station_id: str) -> ModelResponse:
-        key = self._model(station_id)
-        stats = self.models.get(key)
-        if stats is None:
-            stats = self.models[key] = ModelResponse()
-        return stats
-
     # -- closed loop --------------------------------------------------------------
     def _check_responses(self) -> int:
         """Judge due expectations; mark units that did not move. Returns how many."""
@@ -726,18 +719,28 @@ class Engine:
     ) -> None:
         """Answers of a batch, as they come: audit, closed loop, fallbacks (one batch)."""
         fallbacks: list[_Send] = []
+        # these answers came in the same loop pass: one clock reading, and each
+        # model's expected delay (a p90 over up to 500 observations) computed once
+        now = self.mono()
+        delays: dict[str, float] = {}
         for index, status, error in outcomes:
             if error is None:
                 outcome, detail = status or "answered", None
             else:
                 outcome, detail = error.reason, str(error)
-            fallback = self._settle(pending[index], outcome, detail, tags)
+            fallback = self._settle(pending[index], outcome, detail, tags, now, delays)
             if fallback is not None:
                 fallbacks.append(fallback)
         self._submit(fallbacks, tags)
 
     def _settle(
-        self, sent: _Pending, outcome: str, detail: str | None, tags: tuple[str, ...]
+        self,
+        sent: _Pending,
+        outcome: str,
+        detail: str | None,
+        tags: tuple[str, ...],
+        now: float,
+        delays: dict[str, float],
     ) -> _Send | None:
         """One station's answer to one limit; returns the fallback to send, if any."""
         key, limit_w, action, reason, variant, from_w = sent
@@ -745,7 +748,10 @@ class Engine:
         self._audit(key, action, reason, limit_w, outcome, detail, tags)
         if limit_w is None:
             return None
-        stats = self._stats(station_id)
+        model = self._model(station_id)
+        stats = self.models.get(model)
+        if stats is None:
+            stats = self.models[model] = ModelResponse()
         stats.sent += 1
         current = self.limits.get(key) == limit_w  # not superseded meanwhile
         if outcome == "Accepted":
@@ -755,7 +761,7 @@ class Engine:
                 stats.fallbacks[name] = stats.fallbacks.get(name, 0) + 1
                 self.unit_reasons.setdefault(station_id, {})[evse_id] = f"{_FALLBACK} {name}"
             if current and action != "renew":
-                self._expect(key, limit_w, from_w)
+                self._expect(key, limit_w, from_w, model, now, delays)
             return None
         if outcome in _REFUSALS:
             stats.rejected += 1
@@ -773,7 +779,7 @@ class Engine:
         self._limits_version += 1
         self.limits.pop(key, None)
         self.expires.pop(key, None)
-        self.backoff[key] = self.mono() + self.config.retry_after_s
+        self.backoff[key] = now + self.config.retry_after_s
         if outcome in _REFUSALS:
             self.variant.pop(key, None)
             self._mark(key, f"refused every form of limit ({outcome})", limit_w)
@@ -791,7 +797,16 @@ class Engine:
                 return i
         return None
 
-    def _expect(self, key: Key, limit_w: float, from_w: float) -> None:
+    def _expect(
+        self,
+        key: Key,
+        limit_w: float,
+        from_w: float,
+        model: str,
+        now: float,
+        delays: dict[str, float],
+    ) -> None:
+        """Watch an accepted reduction; `delays` caches expected delays by model."""
         rp = self.config.response
         old = self.expect.get(key)
         if old is not None:  # a changed limit: keep the clock of the first one
@@ -799,12 +814,14 @@ class Engine:
         if not needs_check(limit_w, from_w, rp):
             self.expect.pop(key, None)
             return
-        now = self.mono()
-        model = self._model(key[0])
-        stats = self.models.setdefault(model, ModelResponse())
-        delay = expected_delay_s(stats.delays_s, rp)
-        accepted = old.accepted_at if old is not None else now
-        due = old.due_at if old is not None else now + delay
+        if old is not None:
+            accepted, due = old.accepted_at, old.due_at
+        else:
+            delay = delays.get(model)
+            if delay is None:
+                stats = self.models.setdefault(model, ModelResponse())
+                delay = delays[model] = expected_delay_s(stats.delays_s, rp)
+            accepted, due = now, now + delay
         self.expect[key] = Expectation(
             limit_w, from_w, accepted, due, model, tolerance_w(from_w, rp)
         )
