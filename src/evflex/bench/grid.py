@@ -420,6 +420,8 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
     - `engine_half_eval`: 49.8 → 49.9 Hz (half the units released);
     - `engine_release_eval`: 49.9 → 50.0 Hz (every limit released);
     - `engine_targets`: `allocation.evaluate` alone (targets + commands, no dispatch);
+    - `engine_targets_gc_held`: the same with the cyclic GC held off, as the engine
+      runs it inside an evaluation;
     - `engine_tick`: the 1 s tick (re-plan: units from fleet state + sort, evaluate,
       renewals, records);
     - `engine_dispatch_us_per_cmd`: handling the answers of a port that answers at
@@ -441,6 +443,7 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
     half: list[float] = []
     release: list[float] = []
     targets: list[float] = []
+    targets_held: list[float] = []
     ticks: list[float] = []
     dispatch: list[float] = []
     commands = 0
@@ -454,6 +457,13 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
         started = perf()
         cmds = allocation_evaluate(plan, -units * float(frames.POWER_W), engine.limits)
         targets.append(perf() - started)
+        collecting = gc.isenabled()
+        gc.disable()
+        started = perf()
+        allocation_evaluate(plan, -units * float(frames.POWER_W), engine.limits)
+        targets_held.append(perf() - started)
+        if collecting:
+            gc.enable()
         step.append(sample(STEP_HZ))
         commands = len(cmds)
         started = perf()
@@ -475,6 +485,7 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
         ("engine_half_eval", half),
         ("engine_release_eval", release),
         ("engine_targets", targets),
+        ("engine_targets_gc_held", targets_held),
         ("engine_tick", ticks),
     ):
         out[f"{name}_ms_median"], out[f"{name}_ms_max"] = _ms(values)
