@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +31,7 @@ from evflex.control.units import EvseSpec, Key
 from evflex.fleet.events import Event, EventSink, MeterSampled, StationConnected
 from evflex.fleet.model import EvseStatus, Transaction
 from evflex.fleet.state import FleetState
+from evflex.gcpolicy import GcPolicy
 from evflex.grid.health import HealthParams
 from evflex.grid.mqtt import MqttSource
 from evflex.grid.push import PushSource
@@ -150,7 +151,12 @@ class App:
         self.ports = Ports(0, 0)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self._gc_task: asyncio.Task[None] | None = None
+        self.gc_policy = GcPolicy(settings.gc_freeze_interval_s, self._startup_frames)
+        self._switch_interval: float | None = None  # the process's, restored by stop()
+
+    def _startup_frames(self) -> int:
+        pacer = self.gateway.pacer
+        return pacer.frames_paced if pacer is not None else 0
 
     def _store_record(self, service_id: str, row: RecordRow) -> None:
         self.grid_store.record({"service_id": service_id, **asdict(row)})
@@ -258,10 +264,16 @@ class App:
         self.ports = Ports(ocpp_port, http_port)
         self.grid.start(*frequency_sources(s, self.frequency))
         self._resume_task = asyncio.get_running_loop().create_task(self._resume_grid())
-        if s.gc_freeze_interval_s > 0:
-            self._gc_task = asyncio.get_running_loop().create_task(
-                _freeze_survivors(s.gc_freeze_interval_s)
-            )
+        self.gc_policy.start()
+        # The store's writer thread runs Python (row building) while the loop serves
+        # stations. uvloop lets go of the GIL around every poll and socket call, and
+        # each time the writer may take it; taking it back waited up to the switch
+        # interval, 5 ms by default, and a loop pass that needed 10 ms of CPU took
+        # 20-40 ms during a 5,000-station connect storm (measured: the slowest acks
+        # all fell in the writer's chunks). At 0.2 ms the wait is short; the writer
+        # gets its share in smaller slices.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
         log.info(
             "evflex started: %d stations known, OCPP ws://%s:%d/ocpp/{id}, API http://%s:%d/docs",
             known,
@@ -273,10 +285,10 @@ class App:
         return self.ports
 
     async def stop(self) -> None:
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc_task
+        await self.gc_policy.stop()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         if self._resume_task is not None:
             self._resume_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -352,22 +364,6 @@ class App:
         self.fleet.reset_aggregates()
 
 
-async def _freeze_survivors(interval_s: float) -> None:
-    """Move long-lived objects out of the cyclic GC's reach, every `interval_s`.
-
-    Why: with thousands of sessions and their state on the heap, CPython's full
-    (generation 2) collections took 100-200 ms each (measured during the 5,000-station
-    telemetry benchmark), stalling every station's acknowledgements: they were the
-    p99 latency. Objects that survive `interval_s` are our long-lived state (sessions,
-    fleet, caches) and are freed by reference counting when dropped; what freezing
-    gives up is reclaiming *cyclic* garbage older than the interval, which evflex's
-    steady state does not produce. `gc_freeze_interval_s = 0` turns this off.
-    """
-    while True:
-        gc.freeze()
-        await asyncio.sleep(interval_s)
-
-
 def telemetry_policy(settings: Settings) -> Policy:
     return Policy(
         settings.telemetry_delta_w,
@@ -379,6 +375,7 @@ def telemetry_policy(settings: Settings) -> Policy:
     )
 
 
+_GIL_SWITCH_INTERVAL_S = 0.0002
 _UNIT_COLUMNS = ("ts", "station_id", "evse_id", "baseline_w", "target_w", "measured_w")
 
 

@@ -259,6 +259,8 @@ class Session(WSListener):
         self._routine: deque[Outgoing] | None = None
         self._fragments: list[bytes] | None = None
         self._closed = False
+        # its first frames go through the gateway's pacer (see evflex.ocpp.pacing)
+        self.starting = gateway.pacer is not None
 
     # -- picows callbacks ------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -266,11 +268,16 @@ class Session(WSListener):
         self.gateway.attach(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.starting and self.gateway.pacer is not None:
+            self.gateway.pacer.on_disconnected(self)
         self._closed = True
         self._fail_all(StationNotConnected(f"{self.station_id} disconnected"))
         self.gateway.detach(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        pacer = self.gateway.pacer if self.starting else None
+        if pacer is not None and pacer.on_frame(self, frame):
+            return  # handled or held by the pacer
         msg_type = frame.msg_type
         if msg_type is WSMsgType.TEXT or msg_type is WSMsgType.BINARY:
             if frame.fin:
