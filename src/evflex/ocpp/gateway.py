@@ -46,7 +46,6 @@ from evflex.fleet.commands import (
 from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
 from evflex.fleet.model import Protocol as OcppVersion
 from evflex.ocpp import commands_v16, commands_v201, limits, v16, v201
-from evflex.ocpp.errors import OcppError
 from evflex.ocpp.pacing import Pacer
 from evflex.ocpp.session import CallGroup, Outgoing, Session, Settled
 from evflex.ocpp.stats import GatewayStats
@@ -468,19 +467,10 @@ def _prepare(command: Command, v16_station: bool) -> _Prepared | CommandError:
     JSON encoding run once instead of once per station: a 5,000-station broadcast
     is then mostly socket writes.
     """
-    adapter = commands_v16 if v16_station else commands_v201
-    schemas = v16.SCHEMAS if v16_station else v201.SCHEMAS
-    try:
-        steps = adapter.plan(command)
-    except CommandError as exc:
-        return exc
-    if len(steps) != 1:
-        return CommandError("multi-step commands cannot be broadcast")
-    action, payload = steps[0]
-    try:
-        schemas.validate_request(action, payload)
-    except OcppError as exc:
-        return InvalidCommand(f"{exc.code}: {exc.description}")
+    planned = limits.plan_one_call(command, v16_station, "a broadcast command")
+    if isinstance(planned, CommandError):
+        return planned
+    adapter, action, payload = planned
     return _Prepared(adapter, action, payload, orjson.dumps(payload))
 
 

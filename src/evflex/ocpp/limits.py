@@ -24,11 +24,13 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import orjson
 
 from evflex.fleet.commands import (
+    Command,
     CommandError,
     InvalidCommand,
     LimitBatch,
@@ -54,6 +56,27 @@ _SLOT = {  # sentinel as encoded → (index into (pid, evse, limit, tx), format)
 _SENTINELS = re.compile(b"|".join(re.escape(k) for k in sorted(_SLOT, key=len, reverse=True)))
 _MAX_TX_ID_201 = 36  # 2.0.1 transactionId: identifierString, maxLength 36
 _dumps = orjson.dumps
+
+
+def plan_one_call(
+    command: Command, v16_station: bool, what: str
+) -> tuple[ModuleType, str, dict[str, Any]] | CommandError:
+    """(adapter, action, payload) of a command that is one call, checked against the
+    official schema once; shared by the limit templates and `Gateway.broadcast`."""
+    adapter = commands_v16 if v16_station else commands_v201
+    schemas = v16.SCHEMAS if v16_station else v201.SCHEMAS
+    try:
+        steps = adapter.plan(command)
+    except CommandError as exc:
+        return exc
+    if len(steps) != 1:
+        return CommandError(f"{what} must be a single call")
+    action, payload = steps[0]
+    try:
+        schemas.validate_request(action, payload)
+    except OcppError as exc:
+        return InvalidCommand(f"{exc.code}: {exc.description}")
+    return adapter, action, payload
 
 
 def shape_of(order: LimitOrder, v16_station: bool) -> Shape:
@@ -129,19 +152,10 @@ def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
         "tx" if purpose == "tx" else "tx_default",
         tx,
     )
-    adapter = commands_v16 if v16_station else commands_v201
-    schemas = v16.SCHEMAS if v16_station else v201.SCHEMAS
-    try:
-        steps = adapter.plan(limit_command(sample, batch))
-    except CommandError as exc:
-        return exc
-    if len(steps) != 1:
-        return CommandError("a limit must be a single call")
-    action, payload = steps[0]
-    try:
-        schemas.validate_request(action, payload)
-    except OcppError as exc:
-        return InvalidCommand(f"{exc.code}: {exc.description}")
+    planned = plan_one_call(limit_command(sample, batch), v16_station, "a limit")
+    if isinstance(planned, CommandError):
+        return planned
+    _, action, payload = planned
     slots: list[int] = []
 
     def slot(match: re.Match[bytes]) -> bytes:
