@@ -21,7 +21,7 @@ import orjson
 import uvicorn
 from prometheus_client import generate_latest
 
-from evflex.api.app import create_api
+from evflex.api.app import create_api, warm_up
 from evflex.api.deps import Services
 from evflex.api.routes.grid import service_from_request, service_request
 from evflex.config import Settings
@@ -259,6 +259,7 @@ class App:
                 "!!! --allow-unknown-stations is ON: any station that connects is "
                 "registered. Never use this in production. !!!"
             )
+        await warm_up(self.api)  # before any station is connected: see warm_up
         ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         http_port = await self._start_http(s.host, s.http_port)
         self.ports = Ports(ocpp_port, http_port)

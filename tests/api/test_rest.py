@@ -14,6 +14,7 @@ from ocpp.v16 import call_result as result16
 from ocpp.v201 import ChargePoint as Cp201
 from ocpp.v201 import call as call201
 
+from evflex.api.app import warm_up
 from tests.api.conftest import Server, running_server
 
 
@@ -61,6 +62,15 @@ async def test_requests_without_valid_token_are_refused(server: Server) -> None:
         bad = await anon.get("/api/v1/fleet", headers={"Authorization": "Bearer nope"})
         assert bad.status_code == 401
         assert "invalid" in bad.json()["detail"]
+    assert (await server.http.get("/api/v1/fleet")).status_code == 200
+
+
+async def test_warm_up_reaches_routing_and_auth_and_leaves_the_api_serving(
+    server: Server,
+) -> None:
+    """The start-up warm-up (run by App.start) walks every router (404) and the
+    bearer-token check (401) in-process; the API answers as before afterwards."""
+    assert await warm_up(server.app.api) == [404, 401]
     assert (await server.http.get("/api/v1/fleet")).status_code == 200
 
 
