@@ -195,6 +195,11 @@ class EvflexCollector(Collector):
         yield _gauge(
             "evflex_store_last_flush_seconds", "duration of the last flush", s.last_flush_s
         )
+        yield _counter(
+            "evflex_store_writer_boosts",
+            "times the writer fell behind and was run at the server's priority",
+            s.boosts,
+        )
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -679,6 +680,108 @@ async def test_the_writer_thread_yields_the_core_to_the_serving_loop(tmp_path: P
         assert nice == min(19, loop_nice + writer_module._WRITER_NICE)
         # and the loop's thread is untouched
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice
+    finally:
+        await rec.stop()
+        await engine.dispose()
+
+
+def _may_raise_priority() -> bool:
+    """Lowering a nice value needs root/CAP_SYS_NICE or RLIMIT_NICE headroom."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return os.geteuid() == 0 or soft >= 20
+
+
+def _thread_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+@pytest.mark.skipif(not _may_raise_priority(), reason="needs CAP_SYS_NICE or RLIMIT_NICE")
+def test_a_writer_that_falls_behind_runs_at_the_loops_priority_until_it_caught_up() -> None:
+    """Rows that waited > 0.5 s (half the 1 s durability budget): full priority;
+    back to the lowered one below 0.1 s; nothing changes in between (hysteresis)."""
+    stats = writer_module.RecorderStats()
+    prio = writer_module.WriterPriority(stats)
+    base = _thread_nice()
+    with ThreadPoolExecutor(1, initializer=prio.lower) as pool:
+
+        def behind(waited_s: float) -> int:
+            prio.behind(waited_s)
+            return _thread_nice()
+
+        lowered = min(19, base + writer_module._WRITER_NICE)
+        assert pool.submit(_thread_nice).result() == lowered
+        assert pool.submit(behind, 0.3).result() == lowered and stats.boosts == 0
+        assert pool.submit(behind, 0.6).result() == base
+        assert stats.boosted and stats.boosts == 1
+        assert pool.submit(behind, 0.3).result() == base and stats.boosted
+        assert pool.submit(behind, 0.05).result() == lowered and not stats.boosted
+        assert pool.submit(behind, 2.0).result() == base and stats.boosts == 2
+    prio.behind(5.0)  # from another thread (the loop's): ignored
+    assert _thread_nice() == base and stats.boosts == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+def test_a_writer_that_may_not_raise_its_priority_says_so_once_and_stays_lowered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = writer_module.RecorderStats()
+    prio = writer_module.WriterPriority(stats)
+    with ThreadPoolExecutor(1, initializer=prio.lower) as pool:
+        lowered = pool.submit(_thread_nice).result()
+        real = os.setpriority
+
+        def refuse_raising(which: int, who: int, nice: int) -> None:
+            if nice < os.getpriority(which, who):
+                raise PermissionError(1, "Operation not permitted")
+            real(which, who, nice)
+
+        monkeypatch.setattr(os, "setpriority", refuse_raising)
+
+        def behind(waited_s: float) -> int:
+            prio.behind(waited_s)
+            return _thread_nice()
+
+        with caplog.at_level(logging.WARNING, logger="evflex.store.writer"):
+            for waited_s in (0.6, 3.0, 0.0, 0.9):
+                assert pool.submit(behind, waited_s).result() == lowered
+        assert stats.boosts == 0 and not stats.boosted
+        assert sum("cannot run at the server's priority" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+@pytest.mark.skipif(not _may_raise_priority(), reason="needs CAP_SYS_NICE or RLIMIT_NICE")
+async def test_the_recorder_boosts_its_writer_for_rows_that_waited_and_lowers_it_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows held up behind a busy writer are written at full priority; once the
+    queue is empty the writer is lowered again."""
+    monkeypatch.setattr(writer_module, "_BOOST_AFTER_S", 0.0)  # any wait counts
+    target = Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'evflex.db'}")
+    await target.upgrade()
+    engine = target.engine()
+    rec = EventRecorder(engine, flush_interval_s=0.05)
+    await rec.start()
+    try:
+        assert rec._executor is not None
+        gate = threading.Event()
+        blocked = rec._executor.submit(gate.wait, 10.0)  # the writer is busy elsewhere
+        for i in range(50):
+            rec(meter("CS-1", 1, i, power(1.0)))
+        await wait_until(lambda: _true(bool(rec._queue)), timeout_s=5.0)  # handed over
+        gate.set()
+        assert blocked.result(timeout=10.0)
+        await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=5.0)
+        assert await _count(engine, "meter_samples") == 50
+        assert rec.stats.boosts >= 1
+        await rec.flush()  # a drain that finds the queue empty lowers it again
+        assert not rec.stats.boosted
+        nice = await asyncio.wrap_future(rec._executor.submit(_thread_nice))
+        assert nice == min(19, _thread_nice() + writer_module._WRITER_NICE)
     finally:
         await rec.stop()
         await engine.dispose()
