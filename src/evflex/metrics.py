@@ -196,6 +196,11 @@ class EvflexCollector(Collector):
             "evflex_store_last_flush_seconds", "duration of the last flush", s.last_flush_s
         )
         yield _counter(
+            "evflex_store_writer_cpu_seconds",
+            "CPU time of the store's writer thread",
+            s.writer_cpu_s,
+        )
+        yield _counter(
             "evflex_store_writer_boosts",
             "times the writer fell behind and was run at the server's priority",
             s.boosts,

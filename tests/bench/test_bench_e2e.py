@@ -55,6 +55,9 @@ async def test_all_scenarios_against_the_server(target: BenchServer) -> None:
     assert tele["store_rows_written_per_msg"] is not None
     assert tele["store_rows_written_per_msg"] >= 1
     assert tele["store_rows_dropped"] == 0
+    # the writer thread's CPU, from /metrics: it wrote ~200 rows, so it spent some
+    assert tele["store_writer_cpu_us_per_msg"] is not None
+    assert tele["store_writer_cpu_us_per_msg"] > 0
     assert tele["store_catchup_s"] is not None
 
     sat = (await run_scenario("telemetry-max", OPTIONS, target))["metrics"]

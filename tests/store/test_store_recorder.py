@@ -778,6 +778,7 @@ async def test_the_recorder_boosts_its_writer_for_rows_that_waited_and_lowers_it
         await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=5.0)
         assert await _count(engine, "meter_samples") == 50
         assert rec.stats.boosts >= 1
+        assert rec.stats.writer_cpu_s > 0  # the writer's work is counted
         await rec.flush()  # a drain that finds the queue empty lowers it again
         assert not rec.stats.boosted
         nice = await asyncio.wrap_future(rec._executor.submit(_thread_nice))

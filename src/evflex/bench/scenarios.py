@@ -40,6 +40,7 @@ _STORE_COUNTERS = {
     "evflex_store_rows_written_total": "written",
     "evflex_store_rows_buffered": "buffered",
     "evflex_store_rows_dropped_total": "dropped",
+    "evflex_store_writer_cpu_seconds_total": "writer_cpu_s",
 }
 SET_CHARGING_PROFILE = {
     "evse_id": 1,
@@ -188,6 +189,10 @@ class StoreProbe:
             written = marks[1]["written"] - marks[0]["written"]
             # 2 sampled values per MeterValues (+ coalesced EVSE/transaction state rows)
             out["store_rows_written_per_msg"] = round(written / acked, 2) if acked else None
+        if len(marks) == 2 and "writer_cpu_s" in marks[0] and "writer_cpu_s" in marks[1]:
+            # what persistence cost the server's core per answered message
+            cpu_s = marks[1]["writer_cpu_s"] - marks[0]["writer_cpu_s"]
+            out["store_writer_cpu_us_per_msg"] = round(cpu_s / acked * 1e6, 2) if acked else None
         end = await store_counters(self.ctx)
         out["store_rows_buffered_end"] = int(end.get("buffered", 0)) if end else None
         out["store_rows_dropped"] = int(end.get("dropped", 0)) if end else None

@@ -109,6 +109,7 @@ class RecorderStats:
     rejected_rows: int = 0  # rows of events the database refused (logged, skipped)
     last_flush_s: float = 0.0  # duration of the last committed chunk
     boosts: int = 0  # times the writer was put back to the loop's priority (behind)
+    writer_cpu_s: float = 0.0  # CPU time the writer thread spent writing
     boosted: bool = False  # running at the loop's priority now
 
     @property
@@ -322,7 +323,18 @@ class EventRecorder:
                 return False
 
     def _drain_in_thread(self) -> bool:
-        """In the writer thread: SQLite directly, PostgreSQL on the thread's own loop."""
+        """In the writer thread: SQLite directly, PostgreSQL on the thread's own loop.
+
+        Counts the thread's CPU time: on the server's one core, what persistence
+        costs the stations (`evflex_store_writer_cpu_seconds_total`).
+        """
+        started = time.thread_time()
+        try:
+            return self._drain_in_thread_timed()
+        finally:
+            self.stats.writer_cpu_s += time.thread_time() - started
+
+    def _drain_in_thread_timed(self) -> bool:
         if self._sync_engine is not None:
             return self._drain_sync()
         if self._writer_loop is None:
