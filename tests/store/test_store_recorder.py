@@ -699,8 +699,14 @@ def _thread_nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
+def _room_to_lower() -> bool:
+    """A thread at nice 19 (e.g. the suite run under `nice -n 19`) cannot be lowered."""
+    return sys.platform.startswith("linux") and _thread_nice() < 19
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
 @pytest.mark.skipif(not _may_raise_priority(), reason="needs CAP_SYS_NICE or RLIMIT_NICE")
+@pytest.mark.skipif(not _room_to_lower(), reason="the test process runs at nice 19")
 def test_a_writer_that_falls_behind_runs_at_the_loops_priority_until_it_caught_up() -> None:
     """Rows that waited > 0.5 s (half the 1 s durability budget): full priority;
     back to the lowered one below 0.1 s; nothing changes in between (hysteresis)."""
@@ -726,6 +732,27 @@ def test_a_writer_that_falls_behind_runs_at_the_loops_priority_until_it_caught_u
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+def test_a_writer_already_at_nice_19_is_never_boosted() -> None:
+    """Nothing to come back from: no boost is counted, nothing is changed."""
+    stats = writer_module.RecorderStats()
+    prio = writer_module.WriterPriority(stats)
+
+    def at_bottom() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        prio.lower()
+
+    with ThreadPoolExecutor(1, initializer=at_bottom) as pool:
+
+        def behind(waited_s: float) -> int:
+            prio.behind(waited_s)
+            return _thread_nice()
+
+        assert pool.submit(behind, 3.0).result() == 19
+    assert stats.boosts == 0 and not stats.boosted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+@pytest.mark.skipif(not _room_to_lower(), reason="the test process runs at nice 19")
 def test_a_writer_that_may_not_raise_its_priority_says_so_once_and_stays_lowered(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -755,6 +782,7 @@ def test_a_writer_that_may_not_raise_its_priority_says_so_once_and_stays_lowered
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
 @pytest.mark.skipif(not _may_raise_priority(), reason="needs CAP_SYS_NICE or RLIMIT_NICE")
+@pytest.mark.skipif(not _room_to_lower(), reason="the test process runs at nice 19")
 async def test_the_recorder_boosts_its_writer_for_rows_that_waited_and_lowers_it_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -541,6 +541,8 @@ class WriterPriority:
         self._tid = threading.get_native_id()
         self._base = os.getpriority(os.PRIO_PROCESS, self._tid)
         lower_priority()
+        # already at the bottom (nice 19): there is no lower priority to come back from
+        self._can_raise = os.getpriority(os.PRIO_PROCESS, self._tid) > self._base
 
     def behind(self, waited_s: float) -> None:
         """The rows the writer takes now waited `waited_s`; adjust (writer thread)."""
