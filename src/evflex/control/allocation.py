@@ -28,6 +28,7 @@ Three pure steps, so the expensive one can be cached:
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import accumulate, compress, islice
@@ -180,7 +181,7 @@ def moves(plan: Plan, delta_w: float, *, eps_w: float = 1.0) -> Moves:
         k, r = _cut(first, delta_w, eps_w)
         if r > eps_w:
             _raise(units, plan.up[first.at[k - 1] + 1 if k else 0 :], moved, r, eps_w)
-        return Moves(first, k, moved)
+        return _merged(first, k, moved)
     if delta_w < -eps_w:
         need = -delta_w
         first = plan.lower if plan.lower is not None and plan.lower.units is units else None
@@ -194,7 +195,7 @@ def moves(plan: Plan, delta_w: float, *, eps_w: float = 1.0) -> Moves:
                 tail = plan.down[first.at[k - 1] + 1 if k else 0 :]
                 rest = _lower(units, tail, moved, rest, _SOFT_NO_DISCHARGE, eps_w, fresh=True)
         if rest <= eps_w:
-            return Moves(first, k, moved)
+            return _merged(first, k, moved) if first is not None else Moves(None, 0, moved)
         # later passes start from where the first left the units
         moved = moved_of(Moves(first, k, moved))
         rest = _lower(units, plan.down, moved, rest, _SOFT, eps_w)
@@ -202,6 +203,25 @@ def moves(plan: Plan, delta_w: float, *, eps_w: float = 1.0) -> Moves:
             _lower(units, plan.down, moved, rest, _HARD, eps_w)
         return Moves(None, 0, moved)
     return Moves(None, 0, {})
+
+
+def _merged(first: Pass, k: int, rest: dict[int, float]) -> Moves:
+    """`Moves(first, k, rest)`, with the walk's first moves counted among the full
+    moves when they are just that (the cut stops short of the last full move: a
+    fleet-wide step is then one run of full moves, the plan's own lists)."""
+    unit_ix, target_w, n = first.unit_ix, first.target_w, len(first.unit_ix)
+    taken = 0
+    for i, p in rest.items():
+        if k + taken >= n or i != unit_ix[k + taken]:
+            break
+        t = target_w[k + taken]
+        if p != t or math.copysign(1.0, p) != math.copysign(1.0, t):  # (0.0 vs −0.0)
+            break
+        taken += 1
+    if not taken:
+        return Moves(first, k, rest)
+    ahead = dict(islice(rest.items(), taken, None)) if taken < len(rest) else {}
+    return Moves(first, k + taken, ahead)
 
 
 def _cut(first: Pass, r: float, eps: float) -> tuple[int, float]:

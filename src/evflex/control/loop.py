@@ -29,14 +29,23 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import filterfalse, takewhile
 from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
-from evflex.control.allocation import Plan, evaluate, prepare
+from evflex.control.allocation import (
+    Commands,
+    Pass,
+    Plan,
+    command_list,
+    minimal,
+    moves,
+    prepare,
+)
 from evflex.control.availability import Flexibility, flexibility, p90_w
 from evflex.control.baseline import Baseline, capture_baseline
 from evflex.control.ffr import FfrParams, FfrState, ffr_step
@@ -82,7 +91,7 @@ from evflex.fleet.events import (
     TransactionStarted,
     TransactionStopped,
 )
-from evflex.fleet.model import Evse
+from evflex.fleet.model import Evse, Transaction
 from evflex.fleet.state import FleetState
 from evflex.grid.health import FeedHealth, HealthParams, assess, observe
 from evflex.grid.samples import FrequencySample, FrequencySource
@@ -264,6 +273,12 @@ class Engine:
         self._held_back = False
         self._renew_scan_at = -math.inf  # no renewal can be due before this (monotonic)
         self._batches: set[asyncio.Future[None]] = set()  # limit batches not yet settled
+        # per plan, each first-pass move's order at its target, built at re-plan time
+        # (off the latency path); releases' orders never change
+        self._pass_orders: dict[int, _PassOrders] = {}
+        self._release_orders: dict[Key, LimitOrder] = {}
+        self._variant_changes: list[Key] = []  # since the pass orders were built
+        self._base_drops = 0  # units whose baseline was dropped so far
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
         self.on_record: Callable[[str, RecordRow], None] | None = None  # storage hooks
@@ -387,6 +402,7 @@ class Engine:
             self._unit_evse[key] = self._evse(key)
             if variant:
                 self.variant[key] = int(variant)
+                self._variant_changes.append(key)
             if limit is not None and valid_to is not None and valid_to > wall + 1.0:
                 self.limits[key] = float(limit)
                 self._limits_version += 1
@@ -407,6 +423,7 @@ class Engine:
         """An EVSE's capabilities (operator inventory); used from the next re-plan on."""
         self.specs[key] = spec
         self._plan_stale = True
+        self._pass_orders.clear()  # an amps limit depends on the spec
 
     def active_services(self) -> list[ActiveService]:
         return [s for s in self.services.values() if s.active]
@@ -440,38 +457,41 @@ class Engine:
         self._record(now)
 
     # -- evaluation ---------------------------------------------------------------
-    def evaluate(self, reason: str, *, also: str | None = None) -> list[LimitCommand]:
-        """Bring the limits in line with the services' ΔP; returns the commands sent."""
+    def evaluate(self, reason: str, *, also: str | None = None) -> int:
+        """Bring the limits in line with the services' ΔP; returns how many commands
+        were sent."""
         started = time.perf_counter()
         with _no_gc_pause():
-            cmds = self._evaluate(reason, also)
+            sent = self._evaluate(reason, also)
             # taken before the deferred collection runs: it follows the frames
             elapsed = time.perf_counter() - started
         self.evaluations += 1
         self.evaluation_s += elapsed
-        if cmds:
-            self.last_dispatch_s, self.last_dispatch_commands = elapsed, len(cmds)
+        if sent:
+            self.last_dispatch_s, self.last_dispatch_commands = elapsed, sent
         for listener in self.listeners:
             listener()
-        return cmds
+        return sent
 
-    def _evaluate(self, reason: str, also: str | None) -> list[LimitCommand]:
+    def _evaluate(self, reason: str, also: str | None) -> int:
         self.delta_w = sum(self._service_delta(s) for s in self.active_services())
         key = (self._plan_version, round(self.delta_w), self._limits_version)
+        cmds: Commands | list[LimitCommand]
         if self.plan is None:
-            cmds: list[LimitCommand] = [(sid, eid, None) for sid, eid in self.limits]
+            cmds = [(sid, eid, None) for sid, eid in self.limits]
         elif key == self._evaluated:
             cmds = []  # same plan, same ΔP, same limits: the same (empty) answer
         else:
-            cmds = evaluate(self.plan, self.delta_w, self.limits, self.config.threshold_w)
+            plan, threshold = self.plan, self.config.threshold_w
+            cmds = minimal(plan, moves(plan, self.delta_w), self.limits, threshold)
         if not self.health.ok and reason in ("tick", "frequency") and self._frequency_services():
             reason = f"feed {self.health.status}: {self.health.reason}"
         tags = tuple(s.id for s in self.active_services()) + ((also,) if also else ())
         self._held_back = False
-        self._dispatch(cmds, reason, tags)
+        sent = self._dispatch(cmds, reason, tags)
         # the state these commands lead to: evaluating it again yields nothing
         self._evaluated = None if self._held_back else (key[0], key[1], self._limits_version)
-        return cmds
+        return sent
 
     def _frequency_services(self) -> bool:
         return any(s.kind != "setpoint" for s in self.active_services())
@@ -497,6 +517,12 @@ class Engine:
         self._plan_version += 1
         self._plan_stale = False
         self._planned_at = self.mono()
+        # the orders of the plan's full moves, now rather than on the next step
+        self._pass_orders.clear()
+        self._variant_changes.clear()
+        for first in (self.plan.lower, self.plan.raise_):
+            if first is not None:
+                self._orders_of(first)
 
     def _units(self, now: datetime) -> list[Unit]:
         """Units evflex may move: not the non-responding ones, which others make up for.
@@ -620,24 +646,32 @@ class Engine:
             if back or now - at > rp.max_delay_s:
                 self.unit_base.pop(key, None)
                 self._unit_evse.pop(key, None)
+                self._base_drops += 1
                 del self.released_at[key]
                 self._dirty = True
 
     # -- dispatch -----------------------------------------------------------------
-    def _dispatch(self, cmds: Iterable[LimitCommand], reason: str, tags: tuple[str, ...]) -> None:
+    def _dispatch(
+        self, cmds: Commands | list[LimitCommand], reason: str, tags: tuple[str, ...]
+    ) -> int:
         """One pass: every command to the port in one batch, so no station waits for
-        another's answer and none for a task of its own to be scheduled."""
+        another's answer and none for a task of its own to be scheduled. Returns how
+        many commands were sent."""
+        if isinstance(cmds, Commands):
+            if not self.backoff:
+                return self._dispatch_bulk(cmds, reason, tags)
+            given = command_list(cmds)  # (rare) some units back off: one by one, below
+        else:
+            given = cmds
         now = self.mono()
-        wanted = len(cmds) if isinstance(cmds, list) else -1
         backoff = self.backoff
+        todo = given
         if backoff:  # (usually empty: no per-command lookup then)
-            cmds = [c for c in cmds if c[2] is None or backoff.get(c[:2], now) <= now]
-        elif not isinstance(cmds, list):
-            cmds = list(cmds)
-        if len(cmds) != wanted:
-            self._held_back = True  # some backing off: evaluate again, not from the cache
-        if not cmds:
-            return
+            todo = [c for c in given if c[2] is None or backoff.get(c[:2], now) <= now]
+            if len(todo) != len(given):
+                self._held_back = True  # some backing off: evaluate again, not from the cache
+        if not todo:
+            return 0
         self._limits_version += 1
         self._dirty = True
         expiry = now + self.config.valid_for_s
@@ -647,7 +681,7 @@ class Engine:
         unit_base, unit_evse, released_at = self.unit_base, self._unit_evse, self.released_at
         sends: list[_Send] = []
         set_any = False
-        for sid, eid, limit in cmds:
+        for sid, eid, limit in todo:
             key = (sid, eid)
             if limit is None:
                 limits.pop(key, None)
@@ -669,6 +703,169 @@ class Engine:
         if set_any and expiry - self.config.renew_before_s < self._renew_scan_at:
             self._renew_scan_at = expiry - self.config.renew_before_s
         self._submit(sends, tags)
+        return len(todo)
+
+    def _dispatch_bulk(self, c: Commands, reason: str, tags: tuple[str, ...]) -> int:
+        """`_dispatch` column by column, for a step that moves 10,000 units.
+
+        What the frames need comes first: the orders (for the full moves, the ones
+        built at re-plan time), handed to the port in one batch; then the engine's own
+        records (limits, expiries, baselines, what the answers are judged by), in bulk
+        dict operations rather than one command at a time.
+        """
+        first, fresh, other, releases = c
+        built = self._orders_of(first) if first is not None and fresh else None
+        if built is not None:
+            built.refresh(fresh, self)
+        keys: Sequence[Key]
+        limits_w: Sequence[float | None]
+        orders: Sequence[LimitOrder]
+        variants: Sequence[int]
+        evses: Sequence[Evse | None]
+        if built is not None and not other and not releases and fresh == range(len(built.orders)):
+            # every move of the pass (a fleet-wide step): the plan's own lists, no copy
+            keys, limits_w = built.first.keys, built.first.target_w
+            orders, variants, evses = built.orders, built.variants, built.evses
+            built.shared = True
+        else:
+            keys, limits_w, orders, variants, evses = self._columns(c, built)
+        if not orders:
+            return 0
+        sent = _Sent(keys, limits_w, "set", reason, variants)
+        self._hand_over(orders, sent, tags)
+        # -- every order is with the port (an idle station's frame written): records
+        now = self.mono()
+        sent.powers_w = [(e.power_w or 0.0) if e is not None else 0.0 for e in evses]
+        sent.powers_w += [0.0] * len(releases)
+        self._limits_version += 1
+        self._dirty = True
+        sets = len(evses)
+        if sets:
+            batch = built.limits if built is not None and keys is built.first.keys else None
+            # units known to have a baseline already: no lookup (see `_PassOrders`)
+            known = (
+                built is not None
+                and isinstance(fresh, range)
+                and not other
+                and built.base_drops == self._base_drops
+                and fresh.stop <= built.in_base
+            )
+            if sets < len(keys):  # (the releases follow the sets)
+                keys, limits_w = keys[:sets], limits_w[:sets]
+            self._record_sets(keys, limits_w, evses, batch, now, known)
+            if built is not None and isinstance(fresh, range):
+                built.has_baselines(fresh, self._base_drops)
+        if releases:
+            self._record_releases(releases, now)
+        return len(orders)
+
+    def _columns(
+        self, c: Commands, built: _PassOrders | None
+    ) -> tuple[list[Key], list[float | None], list[LimitOrder], list[int], list[Evse | None]]:
+        """The batch of `c` as columns: the full moves' (from `built`), the other
+        limits', then the releases' (keys, limits, orders, variants); EVSEs of the sets."""
+        first, fresh, other, releases = c
+        keys: list[Key] = []
+        limits_w: list[float | None] = []
+        orders: list[LimitOrder] = []
+        variants: list[int] = []
+        evses: list[Evse | None] = []
+        if built is not None and first is not None:
+            if isinstance(fresh, range):
+                a, b = fresh.start, fresh.stop
+                keys += first.keys[a:b]
+                limits_w += first.target_w[a:b]
+                orders += built.orders[a:b]
+                variants += built.variants[a:b]
+                evses += built.evses[a:b]
+            else:
+                keys += map(first.keys.__getitem__, fresh)
+                limits_w += map(first.target_w.__getitem__, fresh)
+                orders += map(built.orders.__getitem__, fresh)
+                variants += map(built.variants.__getitem__, fresh)
+                evses += map(built.evses.__getitem__, fresh)
+        for sid, eid, limit in other:
+            key = (sid, eid)
+            evse = self._evse(key)
+            variant = self.variant.get(key, 0)
+            orders.append(self._order(key, evse, limit, VARIANTS[variant]))
+            keys.append(key)
+            limits_w.append(limit)
+            variants.append(variant)
+            evses.append(evse)
+        if releases:
+            get = self._release_orders.get
+            orders += [get(key) or self._release_order(key) for key in releases]
+            keys += releases
+            limits_w += [None] * len(releases)
+            variants += [0] * len(releases)  # (a release's answer is only audited)
+        return keys, limits_w, orders, variants, evses
+
+    def _record_sets(
+        self,
+        keys: Sequence[Key],
+        limits_w: Sequence[float | None],
+        evses: Sequence[Evse | None],
+        batch: dict[Key, float | None] | None,
+        now: float,
+        known: bool,
+    ) -> None:
+        """The limits just handed over are in force until proven otherwise. `batch`:
+        the same keys and limits as a dict, when there is one already (hashed once);
+        `known`: every unit has its baseline already."""
+        if batch is None:
+            batch = dict(zip(keys, limits_w, strict=True))
+        self.limits.update(batch)  # type: ignore[arg-type]  # (sets only: no None)
+        expiry = now + self.config.valid_for_s
+        self.expires.update(dict.fromkeys(batch, expiry))  # same keys: hashes reused
+        # (a unit limited again stays in released_at until the tick: _forget_released
+        # drops every entry that has a limit again, so no per-key removal here)
+        unit_base = self.unit_base
+        new = [] if known else list(filterfalse(unit_base.__contains__, batch))
+        if new:  # first limit on these units: their power now is their baseline
+            evse_of = dict(zip(keys, evses, strict=True)) if len(new) > 16 else None
+            for key in new:
+                evse = evse_of[key] if evse_of is not None else self._evse(key)
+                unit_base[key] = (evse.power_w or 0.0) if evse is not None else 0.0
+                self._unit_evse[key] = evse
+        if expiry - self.config.renew_before_s < self._renew_scan_at:
+            self._renew_scan_at = expiry - self.config.renew_before_s
+
+    def _record_releases(self, releases: list[Key], now: float) -> None:
+        """Limits just released: forgotten, and the units watched until they are back."""
+        limits, expires, expect = self.limits, self.expires, self.expect
+        if len(releases) == len(limits):
+            # every limit goes (releases come from `limits`): cleared, not popped; the
+            # expiries have the limits' keys (set and dropped together)
+            gone = dict.fromkeys(limits)
+            limits.clear()
+            expires.clear()
+        else:
+            gone = dict.fromkeys(releases)
+            for key in gone:
+                limits.pop(key, None)
+                expires.pop(key, None)
+        if expect:  # whichever side is smaller is walked
+            if len(expect) <= len(gone):
+                for key in [k for k in expect if k in gone]:
+                    del expect[key]
+            else:
+                for key in gone:
+                    expect.pop(key, None)
+        self.released_at.update(dict.fromkeys(gone.keys() & self.unit_base.keys(), now))
+
+    def _orders_of(self, first: Pass) -> _PassOrders:
+        """The orders of `first`'s moves, built once per plan (see `_PassOrders`)."""
+        built = self._pass_orders.get(id(first))
+        if built is None or built.first is not first:
+            built = self._pass_orders[id(first)] = _PassOrders.build(first, self)
+        return built
+
+    def _release_order(self, key: Key) -> LimitOrder:
+        order = self._release_orders.get(key)
+        if order is None:
+            order = self._release_orders[key] = self._order(key, None, None, VARIANTS[0])
+        return order
 
     def _renew(self) -> None:
         """Resend limits whose expiry is near, so an active service never lapses."""
@@ -692,9 +889,6 @@ class Engine:
         """Hand `sends` to the port as one batch; their outcomes come to `_on_outcomes`."""
         if not sends:
             return
-        cfg = self.config
-        wall = self.wall()
-        batch = LimitBatch(cfg.stack_level, wall, wall + timedelta(seconds=cfg.valid_for_s))
         orders: list[LimitOrder] = []
         pending: list[_Pending] = []
         variants, stations, order = self.variant, self.fleet.stations, self._order
@@ -705,6 +899,16 @@ class Engine:
             orders.append(order(key, evse, limit_w, VARIANTS[variant]))
             power = (evse.power_w or 0.0) if evse is not None else 0.0
             pending.append((key, limit_w, action, reason, variant, power))
+        self._hand_over(orders, pending, tags)
+
+    def _hand_over(
+        self, orders: Sequence[LimitOrder], pending: _Sent | list[_Pending], tags: tuple[str, ...]
+    ) -> None:
+        """One `send_limits` call; its answers go to `_on_outcomes` (never from inside
+        the call, so what follows it still comes before any answer)."""
+        cfg = self.config
+        wall = self.wall()
+        batch = LimitBatch(cfg.stack_level, wall, wall + timedelta(seconds=cfg.valid_for_s))
         done = self.port.send_limits(
             orders,
             batch,
@@ -715,7 +919,10 @@ class Engine:
         done.add_done_callback(self._batches.discard)
 
     def _on_outcomes(
-        self, pending: list[_Pending], tags: tuple[str, ...], outcomes: list[LimitOutcome]
+        self,
+        pending: _Sent | list[_Pending],
+        tags: tuple[str, ...],
+        outcomes: list[LimitOutcome],
     ) -> None:
         """Answers of a batch, as they come: audit, closed loop, fallbacks (one batch)."""
         fallbacks: list[_Send] = []
@@ -772,6 +979,7 @@ class Engine:
         nxt = self._next_variant(key, variant)
         if outcome in _REFUSALS and nxt is not None:
             self.variant[key] = nxt
+            self._variant_changes.append(key)
             name = "/".join(VARIANTS[nxt])
             return (key, limit_w, "fallback", f"{outcome}: try {name}")
         # not in force: forget it, count on the others, try again later
@@ -782,6 +990,7 @@ class Engine:
         self.backoff[key] = now + self.config.retry_after_s
         if outcome in _REFUSALS:
             self.variant.pop(key, None)
+            self._variant_changes.append(key)
             self._mark(key, f"refused every form of limit ({outcome})", limit_w)
         elif outcome == "timeout":
             self._mark(key, "did not answer SetChargingProfile", limit_w)
@@ -935,6 +1144,123 @@ _Pending = tuple[Key, float | None, Action, str, int, float]
 """A limit handed to the port, until its answer: what the answer is judged by —
 (EVSE, limit W, action, reason, index into VARIANTS of the form it was sent in, the
 unit's power when it was sent). A plain tuple: 10,000 of them per step."""
+
+
+class _Sent:
+    """A batch handed to the port by `_dispatch_bulk`, column by column, until its
+    answers: `sent[i]` is the `_Pending` of order i (built only when it is answered).
+    `powers_w` is filled right after the hand-over (nothing runs in between)."""
+
+    __slots__ = ("action", "keys", "limits_w", "powers_w", "reason", "variants")
+
+    def __init__(
+        self,
+        keys: Sequence[Key],
+        limits_w: Sequence[float | None],
+        action: Action,
+        reason: str,
+        variants: Sequence[int],
+    ) -> None:
+        self.keys, self.limits_w, self.action, self.reason = keys, limits_w, action, reason
+        self.variants = variants
+        self.powers_w: list[float] = []
+
+    def __getitem__(self, i: int) -> _Pending:
+        limit = self.limits_w[i]
+        action: Action = self.action if limit is not None else "release"
+        return (self.keys[i], limit, action, self.reason, self.variants[i], self.powers_w[i])
+
+
+@dataclass(slots=True)
+class _PassOrders:
+    """The order of each move of a plan's first pass (`allocation.Pass`) at its target,
+    built when the plan is: a fleet-wide step then hands over a slice of this list.
+
+    An order depends on the EVSE's transaction (tx / tx_default) and the form of
+    limit the station takes (`Engine.variant`): `refresh` rebuilds the ones whose
+    transaction or form changed since (one list comparison when none did).
+    """
+
+    first: Pass
+    evses: list[Evse | None]
+    txs: list[Transaction | None]  # each EVSE's transaction when its order was built
+    variants: list[int]
+    orders: list[LimitOrder]
+    limits: dict[Key, float | None]  # every move's key → target: the whole-pass batch
+    variants_seen: int = 0  # Engine._variant_changes taken into account
+    at: dict[Key, int] | None = None  # key → position, once a variant changed
+    # the first `in_base` moves' units have a baseline (Engine.unit_base) while no
+    # baseline was dropped since (Engine._base_drops was `base_drops`)
+    in_base: int = 0
+    base_drops: int = -1
+    shared: bool = False  # `orders` and `variants` were handed over as they are
+
+    @classmethod
+    def build(cls, first: Pass, engine: Engine) -> _PassOrders:
+        evses = list(map(engine._evse, first.keys))
+        txs = [e.transaction if e is not None else None for e in evses]
+        get = engine.variant.get
+        variants = [get(key, 0) for key in first.keys] if engine.variant else [0] * len(evses)
+        order = engine._order
+        orders = [
+            order(key, evse, target, VARIANTS[variant])
+            for key, evse, target, variant in zip(
+                first.keys, evses, first.target_w, variants, strict=True
+            )
+        ]
+        limits: dict[Key, float | None] = dict(zip(first.keys, first.target_w, strict=True))
+        in_base = sum(1 for _ in takewhile(engine.unit_base.__contains__, first.keys))
+        changes = len(engine._variant_changes)
+        return cls(
+            first, evses, txs, variants, orders, limits, changes, None, in_base, engine._base_drops
+        )
+
+    def has_baselines(self, positions: range, drops: int) -> None:
+        """The units at `positions` were just given their baselines."""
+        if self.base_drops != drops:
+            self.in_base, self.base_drops = 0, drops
+        if positions.start <= self.in_base:
+            self.in_base = max(self.in_base, positions.stop)
+
+    def refresh(self, positions: Sequence[int], engine: Engine) -> None:
+        """Bring the orders at `positions` up to date before they are handed over."""
+        changes = engine._variant_changes
+        if self.variants_seen < len(changes):
+            if self.at is None:
+                self.at = {key: j for j, key in enumerate(self.first.keys)}
+            for key in changes[self.variants_seen :]:
+                j = self.at.get(key)
+                if j is not None:
+                    self._own()
+                    self.variants[j] = engine.variant.get(key, 0)
+                    self._rebuild(j, engine)
+            self.variants_seen = len(changes)
+        evses, txs = self.evses, self.txs
+        if isinstance(positions, range):
+            a, b = positions.start, positions.stop
+            now = [e.transaction if e is not None else None for e in evses[a:b]]
+            if now == txs[a:b]:
+                return
+        else:
+            now = [
+                e.transaction if e is not None else None for e in map(evses.__getitem__, positions)
+            ]
+        for j, tx in zip(positions, now, strict=True):
+            if tx is not txs[j]:  # a transaction started or ended since the plan
+                txs[j] = tx
+                self._rebuild(j, engine)
+
+    def _own(self) -> None:
+        """Copy on write: a batch handed over may still hold the lists."""
+        if self.shared:
+            self.orders, self.variants, self.shared = self.orders[:], self.variants[:], False
+
+    def _rebuild(self, j: int, engine: Engine) -> None:
+        self._own()
+        key, variant = self.first.keys[j], self.variants[j]
+        self.orders[j] = engine._order(
+            key, self.evses[j], self.first.target_w[j], VARIANTS[variant]
+        )
 
 
 _DEFAULT_SPEC = EvseSpec()
