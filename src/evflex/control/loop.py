@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import filterfalse, takewhile
+from itertools import compress, filterfalse, repeat, takewhile
 from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
@@ -1197,17 +1197,39 @@ class _PassOrders:
 
     @classmethod
     def build(cls, first: Pass, engine: Engine) -> _PassOrders:
-        evses = list(map(engine._evse, first.keys))
+        keys, targets = first.keys, first.target_w
+        units = first.units
+        evses = [units[i].evse for i in first.unit_ix]
+        if None in evses:  # units not built from the fleet (`units_from_fleet` sets it)
+            evses = [
+                e if e is not None else engine._evse(k) for e, k in zip(evses, keys, strict=True)
+            ]
         txs = [e.transaction if e is not None else None for e in evses]
-        get = engine.variant.get
-        variants = [get(key, 0) for key in first.keys] if engine.variant else [0] * len(evses)
-        order = engine._order
-        orders = [
-            order(key, evse, target, VARIANTS[variant])
-            for key, evse, target, variant in zip(
-                first.keys, evses, first.target_w, variants, strict=True
+        # `Engine._order` for the usual form (W, the natural purpose), a column at a
+        # time: this runs on every re-plan; other forms go through `_order` itself
+        sids, eids = [k[0] for k in keys], [k[1] for k in keys]
+        base = engine.config.profile_id_base
+        rounded = {t: round(t, 1) for t in set(targets)}  # (a pass has few distinct targets)
+        orders = list(
+            map(
+                make_limit_order,
+                zip(
+                    sids,
+                    eids,
+                    [base + eid for eid in eids],
+                    map(rounded.__getitem__, targets),
+                    repeat("W"),
+                    ["tx" if tx is not None else "tx_default" for tx in txs],
+                    [tx.transaction_id if tx is not None else None for tx in txs],
+                ),
             )
-        ]
+        )
+        variants = [0] * len(keys)
+        if engine.variant:
+            get = engine.variant.get
+            variants = [get(key, 0) for key in keys]
+            for j in compress(range(len(keys)), variants):
+                orders[j] = engine._order(keys[j], evses[j], targets[j], VARIANTS[variants[j]])
         limits: dict[Key, float | None] = dict(zip(first.keys, first.target_w, strict=True))
         in_base = sum(1 for _ in takewhile(engine.unit_base.__contains__, first.keys))
         changes = len(engine._variant_changes)
