@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import compress, filterfalse, repeat, takewhile
+from itertools import compress, filterfalse, islice, repeat, starmap, takewhile
 from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
@@ -794,8 +794,12 @@ class Engine:
             variants.append(variant)
             evses.append(evse)
         if releases:
-            get = self._release_orders.get
-            orders += [get(key) or self._release_order(key) for key in releases]
+            cached = list(map(self._release_orders.get, releases))
+            if None in cached:
+                cached = [
+                    o or self._release_order(k) for o, k in zip(cached, releases, strict=True)
+                ]
+            orders += cached  # type: ignore[arg-type]  # (no None left)
             keys += releases
             limits_w += [None] * len(releases)
             variants += [0] * len(releases)  # (a release's answer is only audited)
@@ -832,27 +836,29 @@ class Engine:
             self._renew_scan_at = expiry - self.config.renew_before_s
 
     def _record_releases(self, releases: list[Key], now: float) -> None:
-        """Limits just released: forgotten, and the units watched until they are back."""
-        limits, expires, expect = self.limits, self.expires, self.expect
-        if len(releases) == len(limits):
-            # every limit goes (releases come from `limits`): cleared, not popped; the
-            # expiries have the limits' keys (set and dropped together)
-            gone = dict.fromkeys(limits)
+        """Limits just released (all of them in `limits`, as `minimal` gives them):
+        forgotten, and the units watched until they are back."""
+        limits, expires, expect, m = self.limits, self.expires, self.expect, len(releases)
+        # (expiries are kept for exactly the limits' keys: set and dropped together)
+        if m == len(limits):  # every limit goes: cleared, not popped one by one
+            gone = dict.fromkeys(limits, now)  # (the dict's own hashes: no lookups)
             limits.clear()
             expires.clear()
         else:
-            gone = dict.fromkeys(releases)
-            for key in gone:
-                limits.pop(key, None)
-                expires.pop(key, None)
-        if expect:  # whichever side is smaller is walked
-            if len(expect) <= len(gone):
-                for key in [k for k in expect if k in gone]:
-                    del expect[key]
+            gone = dict.fromkeys(releases, now)
+            if _ends_with(limits, releases) and _ends_with(expires, releases):
+                # the usual partial release: the units limited last go first
+                deque(starmap(limits.popitem, repeat((), m)), maxlen=0)
+                deque(starmap(expires.popitem, repeat((), m)), maxlen=0)
             else:
-                for key in gone:
-                    expect.pop(key, None)
-        self.released_at.update(dict.fromkeys(gone.keys() & self.unit_base.keys(), now))
+                for key in releases:
+                    del limits[key]
+                    expires.pop(key, None)
+        if expect:
+            deque(map(expect.pop, gone, repeat(None)), maxlen=0)
+        # a limited unit always has its baseline (set with its first limit, dropped
+        # only once released and back): every released unit is watched
+        self.released_at.update(gone)
 
     def _orders_of(self, first: Pass) -> _PassOrders:
         """The orders of `first`'s moves, built once per plan (see `_PassOrders`)."""
@@ -1319,6 +1325,11 @@ def _no_gc_pause() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _ends_with(d: dict[Key, Any], keys: list[Key]) -> bool:
+    """Whether `keys` are the last keys of `d`, in order (identity compares: cheap)."""
+    return len(d) >= len(keys) and list(islice(d, len(d) - len(keys), None)) == keys
 
 
 def _delay_s(exp: Expectation, evse: Evse | None, now: float, wall: datetime) -> float:
