@@ -6,6 +6,13 @@ Frequency samples (from any `FrequencySource`) and a 1 s tick drive one evaluati
     → SetChargingProfile / ClearChargingProfile through a `LimitPort`, urgent lane,
     all of an evaluation's commands in one `send_limits` call (no task per command).
 
+Latency: a fleet-wide step (10,000 EVSEs) must reach the port in a few ms, so the
+per-unit work moves to the re-plan (the 1 s tick): the allocation's first pass and
+each of its moves' `LimitOrder` are built there, and a step hands over a slice of
+them after one check that no transaction changed since. The engine's own records
+(limits, expiries, baselines, what each answer is judged by) follow the hand-over,
+in bulk dict operations.
+
 Safety: every limit carries `valid_to` = now + `valid_for_s` (renewed while it stays
 in force), so a curtailment lifts by itself if evflex dies. An unusable feed
 (stale, implausible, recovering) gates the frequency services to "no response",
@@ -366,6 +373,7 @@ class Engine:
         self.evaluate("deactivate " + service_id, also=service_id)
         if not self.active_services():
             self.baseline, self.plan = None, None
+            self._pass_orders.clear()
         return service
 
     # -- restart ------------------------------------------------------------------
@@ -675,8 +683,9 @@ class Engine:
         self._limits_version += 1
         self._dirty = True
         expiry = now + self.config.valid_for_s
-        # a fleet-wide step runs this loop 10,000 times before the first frame leaves:
-        # the engine's own dicts are updated in place, through local names
+        # one command at a time (shutdown, releases without a plan, units backing
+        # off; an evaluation's `Commands` go through `_dispatch_bulk`): the engine's
+        # own dicts are updated in place, through local names
         limits, expires, expect = self.limits, self.expires, self.expect
         unit_base, unit_evse, released_at = self.unit_base, self._unit_evse, self.released_at
         sends: list[_Send] = []
