@@ -1275,8 +1275,11 @@ class _PassOrders:
         evses, txs = self.evses, self.txs
         if isinstance(positions, range):
             a, b = positions.start, positions.stop
-            now = [e.transaction if e is not None else None for e in evses[a:b]]
-            if now == txs[a:b]:
+            whole = a == 0 and b == len(evses)  # (no slices: a copy touches every item)
+            now = [
+                e.transaction if e is not None else None for e in (evses if whole else evses[a:b])
+            ]
+            if now == (txs if whole else txs[a:b]):
                 return
         else:
             now = [
