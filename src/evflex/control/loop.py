@@ -744,8 +744,8 @@ class Engine:
         self._hand_over(orders, sent, tags)
         # -- every order is with the port (an idle station's frame written): records
         now = self.mono()
-        sent.powers_w = [(e.power_w or 0.0) if e is not None else 0.0 for e in evses]
-        sent.powers_w += [0.0] * len(releases)
+        powers = [(e.power_w or 0.0) if e is not None else 0.0 for e in evses]
+        sent.powers_w = powers + [0.0] * len(releases) if releases else powers
         self._limits_version += 1
         self._dirty = True
         sets = len(evses)
@@ -761,7 +761,7 @@ class Engine:
             )
             if sets < len(keys):  # (the releases follow the sets)
                 keys, limits_w = keys[:sets], limits_w[:sets]
-            self._record_sets(keys, limits_w, evses, batch, now, known)
+            self._record_sets(keys, limits_w, evses, powers, batch, now, known)
             if built is not None and isinstance(fresh, range):
                 built.has_baselines(fresh, self._base_drops)
         if releases:
@@ -819,13 +819,15 @@ class Engine:
         keys: Sequence[Key],
         limits_w: Sequence[float | None],
         evses: Sequence[Evse | None],
+        powers_w: Sequence[float],
         batch: dict[Key, float | None] | None,
         now: float,
         known: bool,
     ) -> None:
-        """The limits just handed over are in force until proven otherwise. `batch`:
-        the same keys and limits as a dict, when there is one already (hashed once);
-        `known`: every unit has its baseline already."""
+        """The limits just handed over are in force until proven otherwise; a unit's
+        first limit makes its power when it was sent (`powers_w`) its baseline.
+        `batch`: the keys and limits as a dict, when there is one already (hashed
+        once); `known`: every unit has its baseline already."""
         if batch is None:
             batch = dict(zip(keys, limits_w, strict=True))
         self.limits.update(batch)  # type: ignore[arg-type]  # (sets only: no None)
@@ -835,12 +837,14 @@ class Engine:
         # drops every entry that has a limit again, so no per-key removal here)
         unit_base = self.unit_base
         new = [] if known else list(filterfalse(unit_base.__contains__, batch))
-        if new:  # first limit on these units: their power now is their baseline
-            evse_of = dict(zip(keys, evses, strict=True)) if len(new) > 16 else None
+        if len(new) == len(batch):  # a first step: every unit's power now is its baseline
+            unit_base.update(zip(keys, powers_w, strict=True))
+            self._unit_evse.update(zip(keys, evses, strict=True))
+        elif new:
+            at = {key: j for j, key in enumerate(keys)} if len(new) > 16 else None
             for key in new:
-                evse = evse_of[key] if evse_of is not None else self._evse(key)
-                unit_base[key] = (evse.power_w or 0.0) if evse is not None else 0.0
-                self._unit_evse[key] = evse
+                j = at[key] if at is not None else keys.index(key)
+                unit_base[key], self._unit_evse[key] = powers_w[j], evses[j]
         if expiry - self.config.renew_before_s < self._renew_scan_at:
             self._renew_scan_at = expiry - self.config.renew_before_s
 
