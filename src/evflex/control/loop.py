@@ -641,11 +641,22 @@ class Engine:
 
     def _forget_released(self) -> None:
         """Drop a released unit's baseline once it is back (or has had its chance)."""
-        if not self.released_at:
+        released_at = self.released_at
+        if released_at and self.limits:
+            # units limited again since their release (a step leaves them here, see
+            # `_record_sets`): found by set operations on the dicts' own hashes
+            again = set(released_at)
+            again &= set(self.limits)
+            if len(again) == len(released_at):
+                released_at.clear()
+            else:
+                for key in again:
+                    del released_at[key]
+        if not released_at:
             return
         now = self.mono()
         rp = self.config.response
-        for key, at in list(self.released_at.items()):
+        for key, at in list(released_at.items()):
             if key in self.limits:
                 del self.released_at[key]
                 continue
