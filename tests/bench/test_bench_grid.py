@@ -92,7 +92,8 @@ def test_parse_record_reads_the_service_csv() -> None:
 async def test_engine_timings_cover_every_unit() -> None:
     m = await engine_timings(units=300, rounds=2)
     assert m["engine_units"] == m["engine_step_commands"] == 300
-    names = ["step_eval", "steady_eval", "half_eval", "release_eval", "targets", "tick"]
+    names = ["step_eval", "step_handover", "steady_eval", "half_eval", "release_eval"]
+    names += ["targets", "tick", "replan"]
     for name in names:
         median, worst = m[f"engine_{name}_ms_median"], m[f"engine_{name}_ms_max"]
         assert isinstance(median, float) and isinstance(worst, float)

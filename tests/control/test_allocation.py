@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,8 +12,11 @@ from evflex.control.allocation import (
     Plan,
     allocate,
     apply_commands,
+    command_list,
     commands,
     evaluate,
+    minimal,
+    moves,
     prepare,
     snap,
     soft_down_w,
@@ -218,3 +222,116 @@ def test_opted_out_units_untouched_for_any_fleet(
         cmds = evaluate(plan, d, current)
         assert not opted_out & {(s, e) for s, e, _ in cmds}
         current = apply_commands(current, cmds)
+
+
+# -- the bulk path against the unit-by-unit walk it replaces ----------------------------
+def reference_allocate(plan: Plan, delta_w: float, eps_w: float) -> dict[int, float]:
+    """The allocation walked unit by unit, every pass (the algorithm before `Pass`)."""
+    units = plan.units
+
+    def lower(moved: dict[int, float], r: float, mode: str) -> float:
+        for i in plan.down:
+            u = units[i]
+            p = moved.get(i, u.baseline_w)
+            bound = u.lo_w if mode == "hard" else u.floor_w
+            if mode == "no_discharge" and bound < 0.0:
+                bound = 0.0
+            if p <= bound:
+                continue
+            want = p - r if p - r > bound else bound
+            if u.gap_w > 0.0 and want != 0.0 and -u.gap_w < want < u.gap_w:
+                snapped = snap(want, p, u.gap_w)
+                if snapped is None:
+                    continue
+                want = snapped
+            moved[i] = want
+            r -= p - want
+            if r <= eps_w:
+                break
+        return r
+
+    moved: dict[int, float] = {}
+    if delta_w > eps_w:
+        r = delta_w
+        for i in plan.up:
+            u = units[i]
+            p = moved.get(i, u.baseline_w)
+            if p >= u.hi_w:
+                continue
+            want = p + r if p + r < u.hi_w else u.hi_w
+            if u.gap_w > 0.0 and want != 0.0 and -u.gap_w < want < u.gap_w:
+                snapped = snap(want, p, u.gap_w)
+                if snapped is None:
+                    continue
+                want = snapped
+            moved[i] = want
+            r -= want - p
+            if r <= eps_w:
+                break
+    elif delta_w < -eps_w:
+        rest = lower(moved, -delta_w, "no_discharge")
+        if rest > eps_w:
+            rest = lower(moved, rest, "soft")
+        if rest > eps_w and soft_down_w(units) < -delta_w:
+            lower(moved, rest, "hard")
+    return moved
+
+
+def reference_commands(
+    plan: Plan, moved: dict[int, float], current: dict[tuple[str, int], float], threshold: float
+) -> list[tuple[str, int, float | None]]:
+    out: list[tuple[str, int, float | None]] = []
+    wanted = set()
+    for i, p in moved.items():
+        key = (plan.units[i].station_id, plan.units[i].evse_id)
+        wanted.add(key)
+        cur = current.get(key)
+        if cur is None or abs(p - cur) > threshold or (p == 0.0) != (cur == 0.0):
+            out.append((key[0], key[1], p))
+    out.extend((sid, eid, None) for sid, eid in current if (sid, eid) not in wanted)
+    return out
+
+
+def alike_fleet_st() -> st.SearchStrategy[list[Unit]]:
+    """Many units from a few shapes: long runs of full moves, ties, exact sums."""
+    return st.lists(unit_st(0), min_size=1, max_size=4).flatmap(
+        lambda shapes: st.lists(st.sampled_from(shapes), min_size=1, max_size=60).map(
+            lambda picks: [replace(u, station_id=f"cs{i}") for i, u in enumerate(picks)]
+        )
+    )
+
+
+@settings(max_examples=400)
+@given(
+    st.one_of(fleet_st(), alike_fleet_st()),
+    st.lists(st.one_of(deltas, st.floats(-1.1, 1.1).map(lambda f: f * 100_000.0)), max_size=4),
+    st.integers(0, 10),
+    st.sampled_from([0.0, 1e-9, EPS, 50.0]),
+    st.sampled_from([0.0, 200.0, 1000.0, -1.0]),
+    st.booleans(),
+)
+def test_bulk_allocation_is_the_unit_by_unit_walk(
+    units: list[Unit],
+    steps: list[float],
+    epoch: int,
+    eps: float,
+    threshold: float,
+    shuffle: bool,
+) -> None:
+    """Same moves in the same order and the same commands (exact floats), whether the
+    limits in force follow the plan's order or not."""
+    plan = prepare(units, epoch)
+    current: dict[tuple[str, int], float] = {}
+    for delta in [*steps, 0.0]:
+        moved = allocate(plan, delta, eps_w=eps)
+        expected = reference_allocate(plan, delta, eps)
+        assert list(moved.items()) == list(expected.items())
+        got = command_list(minimal(plan, moves(plan, delta, eps_w=eps), current, threshold))
+        assert got == reference_commands(plan, expected, current, threshold)
+        current = apply_commands(current, got)
+        if shuffle:
+            current = dict(reversed(current.items()))
+    # without the precomputed passes (a plan given new units) the walk is the same too
+    replanned = plan._replace(units=list(units))
+    for delta in steps:
+        assert allocate(replanned, delta, eps_w=eps) == reference_allocate(replanned, delta, eps)

@@ -350,7 +350,10 @@ def _poster(ctx: BenchContext) -> RawPoster:
 
 # -- the engine on its own -----------------------------------------------------------
 class _InstantPort:
-    """A command port that answers Accepted at once (no sockets)."""
+    """A command port that answers Accepted at once (no sockets); `called_at`: when
+    `send_limits` was last called (perf_counter)."""
+
+    called_at = 0.0
 
     async def send(
         self,
@@ -372,6 +375,7 @@ class _InstantPort:
     ) -> asyncio.Future[None]:
         """Every order Accepted, in one batch on the next loop pass (like a port whose
         stations all answer at once)."""
+        self.called_at = perf()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -413,8 +417,12 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
 
     - `engine_step_eval`: one `Engine.on_sample` (feed health + evaluate) for a step
       50.0 → 49.8 Hz: targets for every EVSE, the minimal commands (all of them
-      change) and their hand-over to the port in one batch (`send_limits`) — what
-      runs before the gateway writes the first frame;
+      change), their hand-over to the port in one batch (`send_limits`) and the
+      engine's records of them;
+    - `engine_step_handover`: the same step from the sample to the `send_limits`
+      call — what runs before the gateway writes the first frame;
+    - `engine_replan`: a re-plan (units from fleet state, `allocation.prepare`, the
+      orders of the plan's full moves), what the 1 s tick adds when the fleet changed;
     - `engine_steady_eval`: the next sample at the same frequency (no command): the
       per-sample cost of a 10–50 Hz feed;
     - `engine_half_eval`: 49.8 → 49.9 Hz (half the units released);
@@ -428,17 +436,21 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
       once (closed-loop bookkeeping, audit), per command.
     """
     fleet = charging_fleet(units)
-    engine = Engine(_InstantPort(), fleet, EngineConfig())
+    port = _InstantPort()
+    engine = Engine(port, fleet, EngineConfig())
     ts = time.time()
+    started_at = 0.0
 
     def sample(hz: float) -> float:
-        nonlocal ts
+        nonlocal ts, started_at
         ts += 0.01
-        started = perf()
+        started = started_at = perf()
         engine.on_sample(FrequencySample(ts, hz))
         return perf() - started
 
     step: list[float] = []
+    handover: list[float] = []
+    replans: list[float] = []
     steady: list[float] = []
     half: list[float] = []
     release: list[float] = []
@@ -465,6 +477,7 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
         if collecting:
             gc.enable()
         step.append(sample(STEP_HZ))
+        handover.append(port.called_at - started_at)
         commands = len(cmds)
         started = perf()
         await engine.drain()
@@ -478,9 +491,15 @@ async def engine_timings(units: int, rounds: int) -> Metrics:
         await engine.drain()
         release.append(sample(F0_HZ))
         await engine.drain()
+    for _ in range(max(1, rounds)):  # last: its garbage would land in the other figures
+        started = perf()
+        engine._replan()
+        replans.append(perf() - started)
     out: Metrics = {"engine_units": units, "engine_step_commands": commands}
     for name, values in (
         ("engine_step_eval", step),
+        ("engine_step_handover", handover),
+        ("engine_replan", replans),
         ("engine_steady_eval", steady),
         ("engine_half_eval", half),
         ("engine_release_eval", release),

@@ -6,6 +6,13 @@ Frequency samples (from any `FrequencySource`) and a 1 s tick drive one evaluati
     → SetChargingProfile / ClearChargingProfile through a `LimitPort`, urgent lane,
     all of an evaluation's commands in one `send_limits` call (no task per command).
 
+Latency: a fleet-wide step (10,000 EVSEs) must reach the port in a few ms, so the
+per-unit work moves to the re-plan (the 1 s tick): the allocation's first pass and
+each of its moves' `LimitOrder` are built there, and a step hands over a slice of
+them after one check that no transaction changed since. The engine's own records
+(limits, expiries, baselines, what each answer is judged by) follow the hand-over,
+in bulk dict operations.
+
 Safety: every limit carries `valid_to` = now + `valid_for_s` (renewed while it stays
 in force), so a curtailment lifts by itself if evflex dies. An unusable feed
 (stale, implausible, recovering) gates the frequency services to "no response",
@@ -29,14 +36,23 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import compress, filterfalse, islice, repeat, starmap, takewhile
 from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
-from evflex.control.allocation import Plan, evaluate, prepare
+from evflex.control.allocation import (
+    Commands,
+    Pass,
+    Plan,
+    command_list,
+    minimal,
+    moves,
+    prepare,
+)
 from evflex.control.availability import Flexibility, flexibility, p90_w
 from evflex.control.baseline import Baseline, capture_baseline
 from evflex.control.ffr import FfrParams, FfrState, ffr_step
@@ -82,7 +98,7 @@ from evflex.fleet.events import (
     TransactionStarted,
     TransactionStopped,
 )
-from evflex.fleet.model import Evse
+from evflex.fleet.model import Evse, Transaction
 from evflex.fleet.state import FleetState
 from evflex.grid.health import FeedHealth, HealthParams, assess, observe
 from evflex.grid.samples import FrequencySample, FrequencySource
@@ -264,6 +280,12 @@ class Engine:
         self._held_back = False
         self._renew_scan_at = -math.inf  # no renewal can be due before this (monotonic)
         self._batches: set[asyncio.Future[None]] = set()  # limit batches not yet settled
+        # per plan, each first-pass move's order at its target, built at re-plan time
+        # (off the latency path); releases' orders never change
+        self._pass_orders: dict[int, _PassOrders] = {}
+        self._release_orders: dict[Key, LimitOrder] = {}
+        self._variant_changes: list[Key] = []  # since the pass orders were built
+        self._base_drops = 0  # units whose baseline was dropped so far
         self._runners: list[asyncio.Task[None]] = []
         self.listeners: list[Callable[[], None]] = []  # told after every evaluation
         self.on_record: Callable[[str, RecordRow], None] | None = None  # storage hooks
@@ -351,6 +373,7 @@ class Engine:
         self.evaluate("deactivate " + service_id, also=service_id)
         if not self.active_services():
             self.baseline, self.plan = None, None
+            self._pass_orders.clear()
         return service
 
     # -- restart ------------------------------------------------------------------
@@ -387,6 +410,7 @@ class Engine:
             self._unit_evse[key] = self._evse(key)
             if variant:
                 self.variant[key] = int(variant)
+                self._variant_changes.append(key)
             if limit is not None and valid_to is not None and valid_to > wall + 1.0:
                 self.limits[key] = float(limit)
                 self._limits_version += 1
@@ -407,6 +431,7 @@ class Engine:
         """An EVSE's capabilities (operator inventory); used from the next re-plan on."""
         self.specs[key] = spec
         self._plan_stale = True
+        self._pass_orders.clear()  # an amps limit depends on the spec
 
     def active_services(self) -> list[ActiveService]:
         return [s for s in self.services.values() if s.active]
@@ -440,38 +465,41 @@ class Engine:
         self._record(now)
 
     # -- evaluation ---------------------------------------------------------------
-    def evaluate(self, reason: str, *, also: str | None = None) -> list[LimitCommand]:
-        """Bring the limits in line with the services' ΔP; returns the commands sent."""
+    def evaluate(self, reason: str, *, also: str | None = None) -> int:
+        """Bring the limits in line with the services' ΔP; returns how many commands
+        were sent."""
         started = time.perf_counter()
         with _no_gc_pause():
-            cmds = self._evaluate(reason, also)
+            sent = self._evaluate(reason, also)
             # taken before the deferred collection runs: it follows the frames
             elapsed = time.perf_counter() - started
         self.evaluations += 1
         self.evaluation_s += elapsed
-        if cmds:
-            self.last_dispatch_s, self.last_dispatch_commands = elapsed, len(cmds)
+        if sent:
+            self.last_dispatch_s, self.last_dispatch_commands = elapsed, sent
         for listener in self.listeners:
             listener()
-        return cmds
+        return sent
 
-    def _evaluate(self, reason: str, also: str | None) -> list[LimitCommand]:
+    def _evaluate(self, reason: str, also: str | None) -> int:
         self.delta_w = sum(self._service_delta(s) for s in self.active_services())
         key = (self._plan_version, round(self.delta_w), self._limits_version)
+        cmds: Commands | list[LimitCommand]
         if self.plan is None:
-            cmds: list[LimitCommand] = [(sid, eid, None) for sid, eid in self.limits]
+            cmds = [(sid, eid, None) for sid, eid in self.limits]
         elif key == self._evaluated:
             cmds = []  # same plan, same ΔP, same limits: the same (empty) answer
         else:
-            cmds = evaluate(self.plan, self.delta_w, self.limits, self.config.threshold_w)
+            plan, threshold = self.plan, self.config.threshold_w
+            cmds = minimal(plan, moves(plan, self.delta_w), self.limits, threshold)
         if not self.health.ok and reason in ("tick", "frequency") and self._frequency_services():
             reason = f"feed {self.health.status}: {self.health.reason}"
         tags = tuple(s.id for s in self.active_services()) + ((also,) if also else ())
         self._held_back = False
-        self._dispatch(cmds, reason, tags)
+        sent = self._dispatch(cmds, reason, tags)
         # the state these commands lead to: evaluating it again yields nothing
         self._evaluated = None if self._held_back else (key[0], key[1], self._limits_version)
-        return cmds
+        return sent
 
     def _frequency_services(self) -> bool:
         return any(s.kind != "setpoint" for s in self.active_services())
@@ -497,6 +525,12 @@ class Engine:
         self._plan_version += 1
         self._plan_stale = False
         self._planned_at = self.mono()
+        # the orders of the plan's full moves, now rather than on the next step
+        self._pass_orders.clear()
+        self._variant_changes.clear()
+        for first in (self.plan.lower, self.plan.raise_):
+            if first is not None:
+                self._orders_of(first)
 
     def _units(self, now: datetime) -> list[Unit]:
         """Units evflex may move: not the non-responding ones, which others make up for.
@@ -607,11 +641,22 @@ class Engine:
 
     def _forget_released(self) -> None:
         """Drop a released unit's baseline once it is back (or has had its chance)."""
-        if not self.released_at:
+        released_at = self.released_at
+        if released_at and self.limits:
+            # units limited again since their release (a step leaves them here, see
+            # `_record_sets`): found by set operations on the dicts' own hashes
+            again = set(released_at)
+            again &= set(self.limits)
+            if len(again) == len(released_at):
+                released_at.clear()
+            else:
+                for key in again:
+                    del released_at[key]
+        if not released_at:
             return
         now = self.mono()
         rp = self.config.response
-        for key, at in list(self.released_at.items()):
+        for key, at in list(released_at.items()):
             if key in self.limits:
                 del self.released_at[key]
                 continue
@@ -620,34 +665,43 @@ class Engine:
             if back or now - at > rp.max_delay_s:
                 self.unit_base.pop(key, None)
                 self._unit_evse.pop(key, None)
+                self._base_drops += 1
                 del self.released_at[key]
                 self._dirty = True
 
     # -- dispatch -----------------------------------------------------------------
-    def _dispatch(self, cmds: Iterable[LimitCommand], reason: str, tags: tuple[str, ...]) -> None:
+    def _dispatch(
+        self, cmds: Commands | list[LimitCommand], reason: str, tags: tuple[str, ...]
+    ) -> int:
         """One pass: every command to the port in one batch, so no station waits for
-        another's answer and none for a task of its own to be scheduled."""
+        another's answer and none for a task of its own to be scheduled. Returns how
+        many commands were sent."""
+        if isinstance(cmds, Commands):
+            if not self.backoff:
+                return self._dispatch_bulk(cmds, reason, tags)
+            given = command_list(cmds)  # (rare) some units back off: one by one, below
+        else:
+            given = cmds
         now = self.mono()
-        wanted = len(cmds) if isinstance(cmds, list) else -1
         backoff = self.backoff
+        todo = given
         if backoff:  # (usually empty: no per-command lookup then)
-            cmds = [c for c in cmds if c[2] is None or backoff.get(c[:2], now) <= now]
-        elif not isinstance(cmds, list):
-            cmds = list(cmds)
-        if len(cmds) != wanted:
-            self._held_back = True  # some backing off: evaluate again, not from the cache
-        if not cmds:
-            return
+            todo = [c for c in given if c[2] is None or backoff.get(c[:2], now) <= now]
+            if len(todo) != len(given):
+                self._held_back = True  # some backing off: evaluate again, not from the cache
+        if not todo:
+            return 0
         self._limits_version += 1
         self._dirty = True
         expiry = now + self.config.valid_for_s
-        # a fleet-wide step runs this loop 10,000 times before the first frame leaves:
-        # the engine's own dicts are updated in place, through local names
+        # one command at a time (shutdown, releases without a plan, units backing
+        # off; an evaluation's `Commands` go through `_dispatch_bulk`): the engine's
+        # own dicts are updated in place, through local names
         limits, expires, expect = self.limits, self.expires, self.expect
         unit_base, unit_evse, released_at = self.unit_base, self._unit_evse, self.released_at
         sends: list[_Send] = []
         set_any = False
-        for sid, eid, limit in cmds:
+        for sid, eid, limit in todo:
             key = (sid, eid)
             if limit is None:
                 limits.pop(key, None)
@@ -669,6 +723,179 @@ class Engine:
         if set_any and expiry - self.config.renew_before_s < self._renew_scan_at:
             self._renew_scan_at = expiry - self.config.renew_before_s
         self._submit(sends, tags)
+        return len(todo)
+
+    def _dispatch_bulk(self, c: Commands, reason: str, tags: tuple[str, ...]) -> int:
+        """`_dispatch` column by column, for a step that moves 10,000 units.
+
+        What the frames need comes first: the orders (for the full moves, the ones
+        built at re-plan time), handed to the port in one batch; then the engine's own
+        records (limits, expiries, baselines, what the answers are judged by), in bulk
+        dict operations rather than one command at a time.
+        """
+        first, fresh, other, releases = c
+        built = self._orders_of(first) if first is not None and fresh else None
+        if built is not None:
+            built.refresh(fresh, self)
+        keys: Sequence[Key]
+        limits_w: Sequence[float | None]
+        orders: Sequence[LimitOrder]
+        variants: Sequence[int]
+        evses: Sequence[Evse | None]
+        if built is not None and not other and not releases and fresh == range(len(built.orders)):
+            # every move of the pass (a fleet-wide step): the plan's own lists, no copy
+            keys, limits_w = built.first.keys, built.first.target_w
+            orders, variants, evses = built.orders, built.variants, built.evses
+            built.shared = True
+        else:
+            keys, limits_w, orders, variants, evses = self._columns(c, built)
+        if not orders:
+            return 0
+        sent = _Sent(keys, limits_w, "set", reason, variants)
+        self._hand_over(orders, sent, tags)
+        # -- every order is with the port (an idle station's frame written): records
+        now = self.mono()
+        powers = [(e.power_w or 0.0) if e is not None else 0.0 for e in evses]
+        sent.powers_w = powers + [0.0] * len(releases) if releases else powers
+        self._limits_version += 1
+        self._dirty = True
+        sets = len(evses)
+        if sets:
+            batch = built.limits if built is not None and keys is built.first.keys else None
+            # units known to have a baseline already: no lookup (see `_PassOrders`)
+            known = (
+                built is not None
+                and isinstance(fresh, range)
+                and not other
+                and built.base_drops == self._base_drops
+                and fresh.stop <= built.in_base
+            )
+            if sets < len(keys):  # (the releases follow the sets)
+                keys, limits_w = keys[:sets], limits_w[:sets]
+            self._record_sets(keys, limits_w, evses, powers, batch, now, known)
+            if built is not None and isinstance(fresh, range):
+                built.has_baselines(fresh, self._base_drops)
+        if releases:
+            self._record_releases(releases, now)
+        return len(orders)
+
+    def _columns(
+        self, c: Commands, built: _PassOrders | None
+    ) -> tuple[list[Key], list[float | None], list[LimitOrder], list[int], list[Evse | None]]:
+        """The batch of `c` as columns: the full moves' (from `built`), the other
+        limits', then the releases' (keys, limits, orders, variants); EVSEs of the sets."""
+        first, fresh, other, releases = c
+        keys: list[Key] = []
+        limits_w: list[float | None] = []
+        orders: list[LimitOrder] = []
+        variants: list[int] = []
+        evses: list[Evse | None] = []
+        if built is not None and first is not None:
+            if isinstance(fresh, range):
+                a, b = fresh.start, fresh.stop
+                keys += first.keys[a:b]
+                limits_w += first.target_w[a:b]
+                orders += built.orders[a:b]
+                variants += built.variants[a:b]
+                evses += built.evses[a:b]
+            else:
+                keys += map(first.keys.__getitem__, fresh)
+                limits_w += map(first.target_w.__getitem__, fresh)
+                orders += map(built.orders.__getitem__, fresh)
+                variants += map(built.variants.__getitem__, fresh)
+                evses += map(built.evses.__getitem__, fresh)
+        for sid, eid, limit in other:
+            key = (sid, eid)
+            evse = self._evse(key)
+            variant = self.variant.get(key, 0)
+            orders.append(self._order(key, evse, limit, VARIANTS[variant]))
+            keys.append(key)
+            limits_w.append(limit)
+            variants.append(variant)
+            evses.append(evse)
+        if releases:
+            cached = list(map(self._release_orders.get, releases))
+            if None in cached:
+                cached = [
+                    o or self._release_order(k) for o, k in zip(cached, releases, strict=True)
+                ]
+            orders += cached  # type: ignore[arg-type]  # (no None left)
+            keys += releases
+            limits_w += [None] * len(releases)
+            variants += [0] * len(releases)  # (a release's answer is only audited)
+        return keys, limits_w, orders, variants, evses
+
+    def _record_sets(
+        self,
+        keys: Sequence[Key],
+        limits_w: Sequence[float | None],
+        evses: Sequence[Evse | None],
+        powers_w: Sequence[float],
+        batch: dict[Key, float | None] | None,
+        now: float,
+        known: bool,
+    ) -> None:
+        """The limits just handed over are in force until proven otherwise; a unit's
+        first limit makes its power when it was sent (`powers_w`) its baseline.
+        `batch`: the keys and limits as a dict, when there is one already (hashed
+        once); `known`: every unit has its baseline already."""
+        if batch is None:
+            batch = dict(zip(keys, limits_w, strict=True))
+        self.limits.update(batch)  # type: ignore[arg-type]  # (sets only: no None)
+        expiry = now + self.config.valid_for_s
+        self.expires.update(dict.fromkeys(batch, expiry))  # same keys: hashes reused
+        # (a unit limited again stays in released_at until the tick: _forget_released
+        # drops every entry that has a limit again, so no per-key removal here)
+        unit_base = self.unit_base
+        new = [] if known else list(filterfalse(unit_base.__contains__, batch))
+        if len(new) == len(batch):  # a first step: every unit's power now is its baseline
+            unit_base.update(zip(keys, powers_w, strict=True))
+            self._unit_evse.update(zip(keys, evses, strict=True))
+        elif new:
+            at = {key: j for j, key in enumerate(keys)} if len(new) > 16 else None
+            for key in new:
+                j = at[key] if at is not None else keys.index(key)
+                unit_base[key], self._unit_evse[key] = powers_w[j], evses[j]
+        if expiry - self.config.renew_before_s < self._renew_scan_at:
+            self._renew_scan_at = expiry - self.config.renew_before_s
+
+    def _record_releases(self, releases: list[Key], now: float) -> None:
+        """Limits just released (all of them in `limits`, as `minimal` gives them):
+        forgotten, and the units watched until they are back."""
+        limits, expires, expect, m = self.limits, self.expires, self.expect, len(releases)
+        # (expiries are kept for exactly the limits' keys: set and dropped together)
+        if m == len(limits):  # every limit goes: cleared, not popped one by one
+            gone = dict.fromkeys(limits, now)  # (the dict's own hashes: no lookups)
+            limits.clear()
+            expires.clear()
+        else:
+            gone = dict.fromkeys(releases, now)
+            if _ends_with(limits, releases) and _ends_with(expires, releases):
+                # the usual partial release: the units limited last go first
+                deque(starmap(limits.popitem, repeat((), m)), maxlen=0)
+                deque(starmap(expires.popitem, repeat((), m)), maxlen=0)
+            else:
+                for key in releases:
+                    del limits[key]
+                    expires.pop(key, None)
+        if expect:
+            deque(map(expect.pop, gone, repeat(None)), maxlen=0)
+        # a limited unit always has its baseline (set with its first limit, dropped
+        # only once released and back): every released unit is watched
+        self.released_at.update(gone)
+
+    def _orders_of(self, first: Pass) -> _PassOrders:
+        """The orders of `first`'s moves, built once per plan (see `_PassOrders`)."""
+        built = self._pass_orders.get(id(first))
+        if built is None or built.first is not first:
+            built = self._pass_orders[id(first)] = _PassOrders.build(first, self)
+        return built
+
+    def _release_order(self, key: Key) -> LimitOrder:
+        order = self._release_orders.get(key)
+        if order is None:
+            order = self._release_orders[key] = self._order(key, None, None, VARIANTS[0])
+        return order
 
     def _renew(self) -> None:
         """Resend limits whose expiry is near, so an active service never lapses."""
@@ -692,9 +919,6 @@ class Engine:
         """Hand `sends` to the port as one batch; their outcomes come to `_on_outcomes`."""
         if not sends:
             return
-        cfg = self.config
-        wall = self.wall()
-        batch = LimitBatch(cfg.stack_level, wall, wall + timedelta(seconds=cfg.valid_for_s))
         orders: list[LimitOrder] = []
         pending: list[_Pending] = []
         variants, stations, order = self.variant, self.fleet.stations, self._order
@@ -705,6 +929,16 @@ class Engine:
             orders.append(order(key, evse, limit_w, VARIANTS[variant]))
             power = (evse.power_w or 0.0) if evse is not None else 0.0
             pending.append((key, limit_w, action, reason, variant, power))
+        self._hand_over(orders, pending, tags)
+
+    def _hand_over(
+        self, orders: Sequence[LimitOrder], pending: _Sent | list[_Pending], tags: tuple[str, ...]
+    ) -> None:
+        """One `send_limits` call; its answers go to `_on_outcomes` (never from inside
+        the call, so what follows it still comes before any answer)."""
+        cfg = self.config
+        wall = self.wall()
+        batch = LimitBatch(cfg.stack_level, wall, wall + timedelta(seconds=cfg.valid_for_s))
         done = self.port.send_limits(
             orders,
             batch,
@@ -715,7 +949,10 @@ class Engine:
         done.add_done_callback(self._batches.discard)
 
     def _on_outcomes(
-        self, pending: list[_Pending], tags: tuple[str, ...], outcomes: list[LimitOutcome]
+        self,
+        pending: _Sent | list[_Pending],
+        tags: tuple[str, ...],
+        outcomes: list[LimitOutcome],
     ) -> None:
         """Answers of a batch, as they come: audit, closed loop, fallbacks (one batch)."""
         fallbacks: list[_Send] = []
@@ -772,6 +1009,7 @@ class Engine:
         nxt = self._next_variant(key, variant)
         if outcome in _REFUSALS and nxt is not None:
             self.variant[key] = nxt
+            self._variant_changes.append(key)
             name = "/".join(VARIANTS[nxt])
             return (key, limit_w, "fallback", f"{outcome}: try {name}")
         # not in force: forget it, count on the others, try again later
@@ -782,6 +1020,7 @@ class Engine:
         self.backoff[key] = now + self.config.retry_after_s
         if outcome in _REFUSALS:
             self.variant.pop(key, None)
+            self._variant_changes.append(key)
             self._mark(key, f"refused every form of limit ({outcome})", limit_w)
         elif outcome == "timeout":
             self._mark(key, "did not answer SetChargingProfile", limit_w)
@@ -937,6 +1176,148 @@ _Pending = tuple[Key, float | None, Action, str, int, float]
 unit's power when it was sent). A plain tuple: 10,000 of them per step."""
 
 
+class _Sent:
+    """A batch handed to the port by `_dispatch_bulk`, column by column, until its
+    answers: `sent[i]` is the `_Pending` of order i (built only when it is answered).
+    `powers_w` is filled right after the hand-over (nothing runs in between)."""
+
+    __slots__ = ("action", "keys", "limits_w", "powers_w", "reason", "variants")
+
+    def __init__(
+        self,
+        keys: Sequence[Key],
+        limits_w: Sequence[float | None],
+        action: Action,
+        reason: str,
+        variants: Sequence[int],
+    ) -> None:
+        self.keys, self.limits_w, self.action, self.reason = keys, limits_w, action, reason
+        self.variants = variants
+        self.powers_w: list[float] = []
+
+    def __getitem__(self, i: int) -> _Pending:
+        limit = self.limits_w[i]
+        action: Action = self.action if limit is not None else "release"
+        return (self.keys[i], limit, action, self.reason, self.variants[i], self.powers_w[i])
+
+
+@dataclass(slots=True)
+class _PassOrders:
+    """The order of each move of a plan's first pass (`allocation.Pass`) at its target,
+    built when the plan is: a fleet-wide step then hands over a slice of this list.
+
+    An order depends on the EVSE's transaction (tx / tx_default) and the form of
+    limit the station takes (`Engine.variant`): `refresh` rebuilds the ones whose
+    transaction or form changed since (one list comparison when none did).
+    """
+
+    first: Pass
+    evses: list[Evse | None]
+    txs: list[Transaction | None]  # each EVSE's transaction when its order was built
+    variants: list[int]
+    orders: list[LimitOrder]
+    limits: dict[Key, float | None]  # every move's key → target: the whole-pass batch
+    variants_seen: int = 0  # Engine._variant_changes taken into account
+    at: dict[Key, int] | None = None  # key → position, once a variant changed
+    # the first `in_base` moves' units have a baseline (Engine.unit_base) while no
+    # baseline was dropped since (Engine._base_drops was `base_drops`)
+    in_base: int = 0
+    base_drops: int = -1
+    shared: bool = False  # `orders` and `variants` were handed over as they are
+
+    @classmethod
+    def build(cls, first: Pass, engine: Engine) -> _PassOrders:
+        keys, targets = first.keys, first.target_w
+        units = first.units
+        evses = [units[i].evse for i in first.unit_ix]
+        if None in evses:  # units not built from the fleet (`units_from_fleet` sets it)
+            evses = [
+                e if e is not None else engine._evse(k) for e, k in zip(evses, keys, strict=True)
+            ]
+        txs = [e.transaction if e is not None else None for e in evses]
+        # `Engine._order` for the usual form (W, the natural purpose), a column at a
+        # time: this runs on every re-plan; other forms go through `_order` itself
+        sids, eids = [k[0] for k in keys], [k[1] for k in keys]
+        base = engine.config.profile_id_base
+        rounded = {t: round(t, 1) for t in set(targets)}  # (a pass has few distinct targets)
+        orders = list(
+            map(
+                make_limit_order,
+                zip(
+                    sids,
+                    eids,
+                    [base + eid for eid in eids],
+                    map(rounded.__getitem__, targets),
+                    repeat("W"),
+                    ["tx" if tx is not None else "tx_default" for tx in txs],
+                    [tx.transaction_id if tx is not None else None for tx in txs],
+                ),
+            )
+        )
+        variants = [0] * len(keys)
+        if engine.variant:
+            get = engine.variant.get
+            variants = [get(key, 0) for key in keys]
+            for j in compress(range(len(keys)), variants):
+                orders[j] = engine._order(keys[j], evses[j], targets[j], VARIANTS[variants[j]])
+        limits: dict[Key, float | None] = dict(zip(first.keys, first.target_w, strict=True))
+        in_base = sum(1 for _ in takewhile(engine.unit_base.__contains__, first.keys))
+        changes = len(engine._variant_changes)
+        return cls(
+            first, evses, txs, variants, orders, limits, changes, None, in_base, engine._base_drops
+        )
+
+    def has_baselines(self, positions: range, drops: int) -> None:
+        """The units at `positions` were just given their baselines."""
+        if self.base_drops != drops:
+            self.in_base, self.base_drops = 0, drops
+        if positions.start <= self.in_base:
+            self.in_base = max(self.in_base, positions.stop)
+
+    def refresh(self, positions: Sequence[int], engine: Engine) -> None:
+        """Bring the orders at `positions` up to date before they are handed over."""
+        changes = engine._variant_changes
+        if self.variants_seen < len(changes):
+            if self.at is None:
+                self.at = {key: j for j, key in enumerate(self.first.keys)}
+            for key in changes[self.variants_seen :]:
+                j = self.at.get(key)
+                if j is not None:
+                    self._own()
+                    self.variants[j] = engine.variant.get(key, 0)
+                    self._rebuild(j, engine)
+            self.variants_seen = len(changes)
+        evses, txs = self.evses, self.txs
+        if isinstance(positions, range):
+            a, b = positions.start, positions.stop
+            whole = a == 0 and b == len(evses)  # (no slices: a copy touches every item)
+            now = [
+                e.transaction if e is not None else None for e in (evses if whole else evses[a:b])
+            ]
+            if now == (txs if whole else txs[a:b]):
+                return
+        else:
+            now = [
+                e.transaction if e is not None else None for e in map(evses.__getitem__, positions)
+            ]
+        for j, tx in zip(positions, now, strict=True):
+            if tx is not txs[j]:  # a transaction started or ended since the plan
+                txs[j] = tx
+                self._rebuild(j, engine)
+
+    def _own(self) -> None:
+        """Copy on write: a batch handed over may still hold the lists."""
+        if self.shared:
+            self.orders, self.variants, self.shared = self.orders[:], self.variants[:], False
+
+    def _rebuild(self, j: int, engine: Engine) -> None:
+        self._own()
+        key, variant = self.first.keys[j], self.variants[j]
+        self.orders[j] = engine._order(
+            key, self.evses[j], self.first.target_w[j], VARIANTS[variant]
+        )
+
+
 _DEFAULT_SPEC = EvseSpec()
 _FALLBACK = "takes limits only as"
 
@@ -971,6 +1352,11 @@ def _no_gc_pause() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _ends_with(d: dict[Key, Any], keys: list[Key]) -> bool:
+    """Whether `keys` are the last keys of `d`, in order (identity compares: cheap)."""
+    return len(d) >= len(keys) and list(islice(d, len(d) - len(keys), None)) == keys
 
 
 def _delay_s(exp: Expectation, evse: Evse | None, now: float, wall: datetime) -> float:

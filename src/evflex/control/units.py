@@ -22,9 +22,9 @@ import functools
 import math
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from evflex.fleet.model import ChargingNeeds, EvseStatus
+from evflex.fleet.model import ChargingNeeds, Evse, EvseStatus
 from evflex.fleet.state import FleetState
 
 Key = tuple[str, int]
@@ -90,6 +90,9 @@ class Unit:
     laxity_s: float = NO_DEPARTURE_LAXITY_S  # slack before departure at full power, |·| ≤ 1e9
     seed: int = 0  # stable per-unit hash for rotation
     stationary: bool = False  # BESS: never departs
+    # the fleet's object for this EVSE (`units_from_fleet`), so the engine reaches its
+    # transaction and power without a lookup per unit; not part of the unit's value
+    evse: Evse | None = field(default=None, compare=False, repr=False)
 
 
 def a_to_w(current_a: float, voltage_v: float, phases: int) -> float:
@@ -158,6 +161,7 @@ def ev_unit(
     now: float,
     horizon_s: float,
     budget_wh: float = math.inf,
+    evse: Evse | None = None,
 ) -> Unit:
     """The unit for an EVSE with a vehicle charging (see the module docstring for bounds)."""
     gap = a_to_w(spec.min_current_a, spec.voltage_v, spec.phases) if spec.ac else 0.0
@@ -174,7 +178,7 @@ def ev_unit(
     hi = spec.max_w if dis > 0 else max(baseline_w, 0.0)
     lax = NO_DEPARTURE_LAXITY_S if left is None else laxity_s(need, left, spec.max_w)
     lax = max(-NO_DEPARTURE_LAXITY_S, min(NO_DEPARTURE_LAXITY_S, lax))
-    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key))
+    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse)
 
 
 def bess_unit(
@@ -248,7 +252,8 @@ def units_from_fleet(
                 continue
             base = baseline.get(key, evse.power_w or 0.0)
             if spec.bess is not None and evse.soc_pct is not None:
-                units.append(bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s))
+                unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
+                units.append(replace(unit, evse=evse))
             elif spec.bess is None and evse.transaction is not None:
                 session = sessions.get(key) or session_from_needs(evse.needs, evse.energy_wh)
                 needs = evse.needs
@@ -257,7 +262,9 @@ def units_from_fleet(
                 if not session.opt_out:
                     budget_wh = budget(*key)
                     units.append(
-                        ev_unit(key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh)
+                        ev_unit(
+                            key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh, evse
+                        )
                     )
     return units
 
