@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import compress, filterfalse, islice, repeat, starmap, takewhile
+from operator import is_
 from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
@@ -79,6 +80,7 @@ from evflex.control.units import (
     Key,
     SessionInfo,
     Unit,
+    UnitMemo,
     session_from_needs,
     units_from_fleet,
     w_to_a,
@@ -279,6 +281,7 @@ class Engine:
         self._evaluated: tuple[int, float, int] | None = None
         self._held_back = False
         self._renew_scan_at = -math.inf  # no renewal can be due before this (monotonic)
+        self._unit_memo = UnitMemo()  # the last re-plan's units, reused where unchanged
         self._batches: set[asyncio.Future[None]] = set()  # limit batches not yet settled
         # per plan, each first-pass move's order at its target, built at re-plan time
         # (off the latency path); releases' orders never change
@@ -521,10 +524,20 @@ class Engine:
         return service.delta_w
 
     def _replan(self) -> None:
-        self.plan = prepare(self._units(self.wall()))
-        self._plan_version += 1
+        units = self._units(self.wall())
         self._plan_stale = False
         self._planned_at = self.mono()
+        old = self.plan
+        if old is not None and _same_units(units, old.units):
+            # the same unit objects (`UnitMemo`: none of their inputs changed): the
+            # plan, a pure function of them, is the same too; keep it and the orders
+            # built for it (no new version: evaluating it again would send nothing)
+            for first in (old.lower, old.raise_):
+                if first is not None:
+                    self._orders_of(first)
+            return
+        self.plan = prepare(units)
+        self._plan_version += 1
         # the orders of the plan's full moves, now rather than on the next step
         self._pass_orders.clear()
         self._variant_changes.clear()
@@ -545,6 +558,7 @@ class Engine:
             self.sessions,
             now.timestamp(),
             model_specs=self.model_specs,
+            memo=self._unit_memo,
         )
         if not self.non_responding:
             return units
@@ -1352,6 +1366,11 @@ def _no_gc_pause() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _same_units(units: Sequence[Unit], old: Sequence[Unit]) -> bool:
+    """Whether `units` are `old`'s unit objects, in the same order (identity: cheap)."""
+    return len(units) == len(old) and all(map(is_, units, old))
 
 
 def _ends_with(d: dict[Key, Any], keys: list[Key]) -> bool:

@@ -227,6 +227,7 @@ def units_from_fleet(
     budget: V2gBudget = unlimited_budget,
     default_spec: EvseSpec = EvseSpec(),
     model_specs: Mapping[tuple[str, str], EvseSpec] | None = None,
+    memo: UnitMemo | None = None,
 ) -> list[Unit]:
     """One unit per controllable EVSE of the connected stations.
 
@@ -236,8 +237,18 @@ def units_from_fleet(
     own (`specs`), else its hardware model's (`model_specs`, by vendor and model),
     else `default_spec`; the session is `sessions`' entry, else what the EV or the
     driver stated (`Evse.needs`), and an EV's own power limit caps the EVSE's.
+    `memo` (updated in place) lets a call reuse the units of the previous one whose
+    inputs did not change (see `UnitMemo`).
     """
     units: list[Unit] = []
+    # reuse a unit only while the memo was built with the same fixed inputs, and only
+    # with the default budget (any other budget may change between two calls)
+    fixed = (horizon_s, default_spec, model_specs)
+    reuse = memo is not None and budget is unlimited_budget and memo.fixed == fixed
+    seen = memo.entries if memo is not None and reuse else {}
+    entries: dict[Key, _MemoEntry] = {}
+    # (bound once: this loop runs over every EVSE on every re-plan)
+    spec_of, base_of, session_of, seen_of = specs.get, baseline.get, sessions.get, seen.get
     for station in fleet.stations.values():
         if not station.connected:
             continue
@@ -247,26 +258,63 @@ def units_from_fleet(
             station_spec = model_specs.get(hardware, default_spec)
         for evse in station.evses.values():
             key = (station.station_id, evse.evse_id)
-            spec = specs.get(key, station_spec)
+            spec = spec_of(key, station_spec)
             if evse.status in _UNUSABLE:
                 continue
-            base = baseline.get(key, evse.power_w or 0.0)
-            if spec.bess is not None and evse.soc_pct is not None:
+            base = base_of(key, evse.power_w or 0.0)
+            if spec.bess is None and evse.transaction is None:
+                continue
+            given = session_of(key)
+            # everything the unit is computed from: frozen values, and the EVSE by
+            # identity (the unit refers to it; it keeps the id taken); `now` only
+            # counts for a unit with a departure
+            sig = (id(evse), base, spec, given, evse.needs, evse.energy_wh, evse.soc_pct)
+            old = seen_of(key)
+            if old is not None and old[0] == sig and (old[2] is None or old[2] == now):
+                entries[key] = old
+                units.append(old[1])
+                continue
+            if spec.bess is not None:
+                if evse.soc_pct is None:
+                    continue
                 unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
-                units.append(replace(unit, evse=evse))
-            elif spec.bess is None and evse.transaction is not None:
-                session = sessions.get(key) or session_from_needs(evse.needs, evse.energy_wh)
-                needs = evse.needs
-                if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
-                    spec = replace(spec, max_w=needs.ev_max_power_w)
-                if not session.opt_out:
-                    budget_wh = budget(*key)
-                    units.append(
-                        ev_unit(
-                            key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh, evse
-                        )
-                    )
+                unit = replace(unit, evse=evse)
+                entries[key] = (sig, unit, None)
+                units.append(unit)
+                continue
+            session = given or session_from_needs(evse.needs, evse.energy_wh)
+            needs = evse.needs
+            if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
+                spec = replace(spec, max_w=needs.ev_max_power_w)
+            if not session.opt_out:
+                budget_wh = budget(*key)
+                unit = ev_unit(
+                    key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh, evse
+                )
+                entries[key] = (sig, unit, None if session.departure_ts is None else now)
+                units.append(unit)
+    if memo is not None:
+        memo.fixed, memo.entries = fixed, entries
     return units
+
+
+_MemoEntry = tuple[tuple[object, ...], Unit, float | None]
+"""(what the unit was computed from, the unit, `now` when it depends on it)."""
+
+
+@dataclass(slots=True)
+class UnitMemo:
+    """The units of the last `units_from_fleet` call, by EVSE, with their inputs.
+
+    A re-plan every few seconds mostly finds the same inputs (a limited unit's
+    baseline is fixed; without a departure nothing depends on the clock): their
+    units are taken as they are (the same objects, so an unchanged fleet gives an
+    identical unit list, cheap to recognise) instead of computed again. Only a
+    cache: `units_from_fleet` answers the same with or without it.
+    """
+
+    fixed: object = None
+    entries: dict[Key, _MemoEntry] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=1 << 16)
