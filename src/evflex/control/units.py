@@ -245,10 +245,11 @@ def units_from_fleet(
     # with the default budget (any other budget may change between two calls)
     fixed = (horizon_s, default_spec, model_specs)
     reuse = memo is not None and budget is unlimited_budget and memo.fixed == fixed
-    seen = memo.entries if memo is not None and reuse else {}
-    entries: dict[Key, _MemoEntry] = {}
+    # updated in place, so an unchanged unit allocates nothing that outlives the loop
+    # (a new dict would keep 10,000 new key tuples: enough to set off the cyclic GC)
+    entries: dict[Key, _MemoEntry] = memo.entries if memo is not None and reuse else {}
     # (bound once: this loop runs over every EVSE on every re-plan)
-    spec_of, base_of, session_of, seen_of = specs.get, baseline.get, sessions.get, seen.get
+    spec_of, base_of, session_of, entry_of = specs.get, baseline.get, sessions.get, entries.get
     for station in fleet.stations.values():
         if not station.connected:
             continue
@@ -259,23 +260,22 @@ def units_from_fleet(
         for evse in station.evses.values():
             key = (station.station_id, evse.evse_id)
             spec = spec_of(key, station_spec)
-            if evse.status in _UNUSABLE:
+            if evse.status in _UNUSABLE or (spec.bess is None and evse.transaction is None):
+                entries.pop(key, None)  # (no unit)
                 continue
             base = base_of(key, evse.power_w or 0.0)
-            if spec.bess is None and evse.transaction is None:
-                continue
             given = session_of(key)
             # everything the unit is computed from: frozen values, and the EVSE by
             # identity (the unit refers to it; it keeps the id taken); `now` only
             # counts for a unit with a departure
             sig = (id(evse), base, spec, given, evse.needs, evse.energy_wh, evse.soc_pct)
-            old = seen_of(key)
+            old = entry_of(key)
             if old is not None and old[0] == sig and (old[2] is None or old[2] == now):
-                entries[key] = old
                 units.append(old[1])
                 continue
             if spec.bess is not None:
                 if evse.soc_pct is None:
+                    entries.pop(key, None)
                     continue
                 unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
                 unit = replace(unit, evse=evse)
@@ -293,6 +293,10 @@ def units_from_fleet(
                 )
                 entries[key] = (sig, unit, None if session.departure_ts is None else now)
                 units.append(unit)
+            else:
+                entries.pop(key, None)
+    if len(entries) != len(units):  # EVSEs not visited (station gone or offline)
+        entries = {(u.station_id, u.evse_id): entries[(u.station_id, u.evse_id)] for u in units}
     if memo is not None:
         memo.fixed, memo.entries = fixed, entries
     return units
