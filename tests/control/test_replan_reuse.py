@@ -26,6 +26,7 @@ from evflex.fleet.state import FleetState
 
 from .engine_helpers import FakePort
 from .fleet_helpers import T0, fleet_of
+from .test_allocation import fleet_st
 
 KEYS: list[Key] = [(f"S{i // 2}", 1 + i % 2) for i in range(8)]  # 4 stations × 2 EVSEs
 STATIONS = sorted({sid for sid, _ in KEYS})
@@ -277,3 +278,32 @@ def test_engine_keeps_its_plan_and_orders_when_nothing_changed() -> None:
     world.apply(("base", 0, 5_000.0))
     engine._replan()
     assert engine.plan is not plan and engine._plan_version == version + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fleet_st(),
+    st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), max_size=6),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_prepare_from_a_previous_plan_equals_prepare_from_scratch(
+    units: list[Unit], swaps: list[tuple[int, int]], epoch: int, new_epoch: int, grow: bool
+) -> None:
+    """Units replaced by others (laxity moved to another bucket or not, other powers),
+    removed or added, another epoch: the order taken over or sorted again, the plan
+    is `prepare`'s from scratch."""
+    previous = prepare(units, epoch)
+    later = list(units)
+    for a, b in swaps:  # unit a takes b's numbers (maybe its laxity bucket too)
+        a, b = a % len(later), b % len(later)
+        later[a] = replace(later[b], station_id=later[a].station_id, seed=later[a].seed)
+    if grow:
+        later.append(replace(units[0], station_id="new"))
+    want = prepare(later, new_epoch)
+    got = prepare(later, new_epoch, previous=previous)
+    _same_plan(got, want)
+    assert got.sort_keys == want.sort_keys
+    if not swaps and not grow and epoch == new_epoch:  # nothing changed: same order
+        assert got.down is previous.down

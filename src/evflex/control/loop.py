@@ -536,7 +536,7 @@ class Engine:
                 if first is not None:
                     self._orders_of(first)
             return
-        self.plan = prepare(units)
+        self.plan = prepare(units, previous=old)  # (its order, when no key changed)
         self._plan_version += 1
         # the orders of the plan's full moves, now rather than on the next step
         self._pass_orders.clear()
