@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evflex.control.allocation import Pass, Plan, allocate, prepare
-from evflex.control.loop import Engine, EngineConfig
+from evflex.control.loop import Engine, EngineConfig, _PassOrders
 from evflex.control.units import (
     BessSpec,
     EvseSpec,
@@ -74,10 +74,10 @@ sessions = st.builds(
 ix = st.integers(0, len(KEYS) - 1)
 changes = st.one_of(
     st.tuples(st.just("power"), ix, st.none() | powers),
-    st.tuples(st.just("energy"), ix, st.none() | st.floats(0, 10_000)),
+    st.tuples(st.just("energy"), ix, st.none() | st.floats(0, 40_000)),
     st.tuples(st.just("soc"), ix, st.none() | st.floats(0, 100)),
     st.tuples(st.just("status"), ix, st.sampled_from(list(EvseStatus))),
-    st.tuples(st.just("tx"), ix, st.booleans()),
+    st.tuples(st.just("tx"), ix, st.none() | st.sampled_from(["t1", "t2"])),
     st.tuples(st.just("needs"), ix, st.none() | needs),
     st.tuples(st.just("base"), ix, st.none() | powers),
     st.tuples(st.just("spec"), ix, st.none() | specs),
@@ -110,7 +110,8 @@ class World:
         self.evse(7).needs = ChargingNeeds(
             T0, "ev", T0 + timedelta(hours=5), 20_000.0, 0.0, battery_wh=60_000.0, v2g=True
         )
-        self.evse(5).needs = ChargingNeeds(T0, "ev", T0 + timedelta(hours=1), 30_000.0, 0.0)
+        # (10 kWh in 1 h: a floor of ~6.9 kW, below its 7.4 kW, rising as time passes)
+        self.evse(5).needs = ChargingNeeds(T0, "ev", T0 + timedelta(hours=1), 10_000.0, 0.0)
         self.evse(5).energy_wh = 0.0
 
     def evse(self, i: int) -> Evse:
@@ -128,8 +129,8 @@ class World:
         elif what == "status":
             self.evse(args[0]).status = args[1]
         elif what == "tx":
-            sid, eid = KEYS[args[0]]
-            tx = Transaction(f"{sid}-{eid}", eid, T0) if args[1] else None
+            eid = KEYS[args[0]][1]
+            tx = Transaction(args[1], eid, T0) if args[1] is not None else None
             self.evse(args[0]).transaction = tx
         elif what == "needs":
             self.evse(args[0]).needs = args[1]
@@ -237,21 +238,35 @@ def _engine(world: World) -> Engine:
     return engine
 
 
+def _orders_view(built: _PassOrders) -> tuple[Any, ...]:
+    return (built.orders, built.variants, built.txs, built.limits, built.evses)
+
+
+engine_changes = changes | st.tuples(st.just("variant"), ix, st.integers(0, 3))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(changes, max_size=20), st.sets(ix, max_size=3))
+@given(st.lists(st.lists(engine_changes, min_size=1, max_size=3), max_size=12), st.sets(ix))
 def test_engine_replan_equals_a_plan_from_scratch(
-    steps: list[tuple[Any, ...]], silent: set[int]
+    steps: list[list[tuple[Any, ...]]], silent: set[int]
 ) -> None:
     """`Engine._replan` keeps its plan when no unit changed, else builds a new one:
-    either way the plan equals `prepare` of units built from scratch."""
+    either way the plan equals `prepare` of units built from scratch, and the orders
+    of its passes (taken over from the plan before or not) the ones built afresh."""
     world = World()
     engine = _engine(world)
     engine._replan()
-    for change in steps:
-        world.apply(change)
-        if change[0] == "spec" and change[2] is not None:
-            engine.set_spec(KEYS[change[1]], change[2])
-        engine.non_responding = {KEYS[i]: world.now + 60.0 for i in silent if change[0] == "time"}
+    for batch in steps:  # what changed between two re-plans
+        for change in batch:
+            if change[0] == "variant":  # a station took another form of limit
+                engine.variant[KEYS[change[1]]] = change[2]
+                engine._variant_changes.append(KEYS[change[1]])
+            else:
+                world.apply(change)
+            if change[0] == "spec" and change[2] is not None:
+                engine.set_spec(KEYS[change[1]], change[2])
+        timed = any(change[0] == "time" for change in batch)
+        engine.non_responding = {KEYS[i]: world.now + 60.0 for i in silent if timed}
         before, version = engine.plan, engine._plan_version
         engine._replan()
         want = prepare(
@@ -263,6 +278,14 @@ def test_engine_replan_equals_a_plan_from_scratch(
             assert engine._plan_version == version
         else:
             assert engine._plan_version == version + 1
+        for first in (engine.plan.lower, engine.plan.raise_):
+            assert first is not None
+            built = engine._orders_of(first)
+            n = len(first.keys)
+            built.refresh(range(n), engine)  # (as a step does before the hand-over)
+            fresh = _PassOrders.build(first, engine)
+            # (transactions compare by value: what an order is built from)
+            assert _orders_view(built) == _orders_view(fresh)
 
 
 def test_engine_keeps_its_plan_and_orders_when_nothing_changed() -> None:

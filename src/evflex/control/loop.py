@@ -538,12 +538,14 @@ class Engine:
             return
         self.plan = prepare(units, previous=old)  # (its order, when no key changed)
         self._plan_version += 1
-        # the orders of the plan's full moves, now rather than on the next step
+        # the orders of the plan's full moves, now rather than on the next step (from
+        # the old plan's, when the moves are the same)
+        before = [None, None] if old is None else [self._built(old.lower), self._built(old.raise_)]
         self._pass_orders.clear()
         self._variant_changes.clear()
-        for first in (self.plan.lower, self.plan.raise_):
+        for first, previous in zip((self.plan.lower, self.plan.raise_), before, strict=True):
             if first is not None:
-                self._orders_of(first)
+                self._pass_orders[id(first)] = _PassOrders.build(first, self, previous)
 
     def _units(self, now: datetime) -> list[Unit]:
         """Units evflex may move: not the non-responding ones, which others make up for.
@@ -905,6 +907,11 @@ class Engine:
             built = self._pass_orders[id(first)] = _PassOrders.build(first, self)
         return built
 
+    def _built(self, first: Pass | None) -> _PassOrders | None:
+        """The orders built for `first`, if they were."""
+        built = self._pass_orders.get(id(first)) if first is not None else None
+        return built if built is not None and built.first is first else None
+
     def _release_order(self, key: Key) -> LimitOrder:
         order = self._release_orders.get(key)
         if order is None:
@@ -1240,15 +1247,37 @@ class _PassOrders:
     shared: bool = False  # `orders` and `variants` were handed over as they are
 
     @classmethod
-    def build(cls, first: Pass, engine: Engine) -> _PassOrders:
+    def build(cls, first: Pass, engine: Engine, previous: _PassOrders | None = None) -> _PassOrders:
+        """`previous`: the orders of the same direction's pass of the plan before; its
+        lists are taken over when every move is the same (key, target, transaction
+        and form of limit): a re-plan after meter readings changes amounts, not moves."""
         keys, targets = first.keys, first.target_w
         units = first.units
         evses = [units[i].evse for i in first.unit_ix]
-        if None in evses:  # units not built from the fleet (`units_from_fleet` sets it)
+        # units not built from the fleet (`units_from_fleet` sets it); an Evse is always
+        # true (`None in evses` would call its dataclass __eq__ on each)
+        if not all(evses):
             evses = [
                 e if e is not None else engine._evse(k) for e, k in zip(evses, keys, strict=True)
             ]
         txs = [e.transaction if e is not None else None for e in evses]
+        variants = [engine.variant.get(key, 0) for key in keys] if engine.variant else None
+        if previous is not None and previous._same_moves(keys, targets, txs, variants):
+            # its orders are each move's (`refresh` keeps them with its txs and
+            # variants); shared: the first change copies them (`_own`)
+            return cls(
+                first,
+                evses,
+                txs,
+                previous.variants,
+                previous.orders,
+                previous.limits,
+                len(engine._variant_changes),
+                None,
+                sum(1 for _ in takewhile(engine.unit_base.__contains__, keys)),
+                engine._base_drops,
+                shared=True,
+            )
         # `Engine._order` for the usual form (W, the natural purpose), a column at a
         # time: this runs on every re-plan; other forms go through `_order` itself
         sids, eids = [k[0] for k in keys], [k[1] for k in keys]
@@ -1268,10 +1297,9 @@ class _PassOrders:
                 ),
             )
         )
-        variants = [0] * len(keys)
-        if engine.variant:
-            get = engine.variant.get
-            variants = [get(key, 0) for key in keys]
+        if variants is None:
+            variants = [0] * len(keys)
+        else:
             for j in compress(range(len(keys)), variants):
                 orders[j] = engine._order(keys[j], evses[j], targets[j], VARIANTS[variants[j]])
         limits: dict[Key, float | None] = dict(zip(first.keys, first.target_w, strict=True))
@@ -1279,6 +1307,23 @@ class _PassOrders:
         changes = len(engine._variant_changes)
         return cls(
             first, evses, txs, variants, orders, limits, changes, None, in_base, engine._base_drops
+        )
+
+    def _same_moves(
+        self,
+        keys: list[Key],
+        targets: list[float],
+        txs: list[Transaction | None],
+        variants: list[int] | None,
+    ) -> bool:
+        """Whether these moves are this pass's, each with the order it has now."""
+        first = self.first
+        return (
+            len(keys) == len(first.keys)
+            and (self.variants == variants if variants is not None else not any(self.variants))
+            and all(map(is_, txs, self.txs))
+            and first.target_w == targets
+            and first.keys == keys
         )
 
     def has_baselines(self, positions: range, drops: int) -> None:
