@@ -164,6 +164,21 @@ def ev_unit(
     evse: Evse | None = None,
 ) -> Unit:
     """The unit for an EVSE with a vehicle charging (see the module docstring for bounds)."""
+    hi_fixed, floor, gap, lax = _ev_bounds(spec, session, soc_pct, now, horizon_s, budget_wh)
+    hi = max(baseline_w, 0.0) if hi_fixed is None else hi_fixed
+    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse)
+
+
+def _ev_bounds(
+    spec: EvseSpec,
+    session: SessionInfo,
+    soc_pct: float | None,
+    now: float,
+    horizon_s: float,
+    budget_wh: float,
+) -> tuple[float | None, float, float, float]:
+    """`ev_unit`'s numbers that do not depend on the baseline: (hi_w, or None when it
+    is the baseline's max(p, 0); floor_w; gap_w; laxity_s)."""
     gap = a_to_w(spec.min_current_a, spec.voltage_v, spec.phases) if spec.ac else 0.0
     need = session.energy_need_wh or 0.0
     left = None if session.departure_ts is None else session.departure_ts - now
@@ -175,10 +190,9 @@ def ev_unit(
         dis = 0.0  # AC discharge also has a minimum current: less than that is none
     if floor <= 0.0 < dis:
         floor = -dis
-    hi = spec.max_w if dis > 0 else max(baseline_w, 0.0)
     lax = NO_DEPARTURE_LAXITY_S if left is None else laxity_s(need, left, spec.max_w)
     lax = max(-NO_DEPARTURE_LAXITY_S, min(NO_DEPARTURE_LAXITY_S, lax))
-    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse)
+    return (spec.max_w if dis > 0 else None), floor, gap, lax
 
 
 def bess_unit(
@@ -270,16 +284,30 @@ def units_from_fleet(
             # counts for a unit with a departure
             sig = (id(evse), base, spec, given, evse.needs, evse.energy_wh, evse.soc_pct)
             old = entry_of(key)
-            if old is not None and old[0] == sig and (old[2] is None or old[2] == now):
-                units.append(old[1])
-                continue
+            if old is not None and (old[2] is None or old[2] == now):
+                if old[0] == sig:
+                    units.append(old[1])
+                    continue
+                was = old[0]
+                if was[0] == sig[0] and was[2:] == sig[2:]:
+                    # only the baseline changed (a meter reading of a unit evflex does
+                    # not limit): the unit's other numbers do not depend on it
+                    u, hi_fixed = old[1], old[3]
+                    hi = max(base, 0.0) if hi_fixed is None else hi_fixed
+                    unit = Unit(
+                        *key, base, hi, u.floor_w, u.lo_w, u.gap_w, u.laxity_s, u.seed,
+                        u.stationary, u.evse,
+                    )  # fmt: skip
+                    entries[key] = (sig, unit, old[2], hi_fixed)
+                    units.append(unit)
+                    continue
             if spec.bess is not None:
                 if evse.soc_pct is None:
                     entries.pop(key, None)
                     continue
                 unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
                 unit = replace(unit, evse=evse)
-                entries[key] = (sig, unit, None)
+                entries[key] = (sig, unit, None, unit.hi_w)
                 units.append(unit)
                 continue
             session = given or session_from_needs(evse.needs, evse.energy_wh)
@@ -288,10 +316,15 @@ def units_from_fleet(
                 spec = replace(spec, max_w=needs.ev_max_power_w)
             if not session.opt_out:
                 budget_wh = budget(*key)
-                unit = ev_unit(
-                    key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh, evse
+                bounds = _ev_bounds(spec, session, evse.soc_pct, now, horizon_s, budget_wh)
+                hi_fixed, floor, gap, lax = bounds
+                hi = max(base, 0.0) if hi_fixed is None else hi_fixed
+                # (`ev_unit`, with the bounds kept for a later change of baseline)
+                unit = Unit(
+                    *key, base, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse
                 )
-                entries[key] = (sig, unit, None if session.departure_ts is None else now)
+                timed = None if session.departure_ts is None else now
+                entries[key] = (sig, unit, timed, hi_fixed)
                 units.append(unit)
             else:
                 entries.pop(key, None)
@@ -302,8 +335,9 @@ def units_from_fleet(
     return units
 
 
-_MemoEntry = tuple[tuple[object, ...], Unit, float | None]
-"""(what the unit was computed from, the unit, `now` when it depends on it)."""
+_MemoEntry = tuple[tuple[object, ...], Unit, float | None, float | None]
+"""(what the unit was computed from, the unit, `now` when it depends on it, its hi_w
+when that does not follow its baseline)."""
 
 
 @dataclass(slots=True)
