@@ -73,9 +73,17 @@ class Plan(NamedTuple):
     up: list[int]  # unit indices, first to raise first
     lower: Pass | None = None  # first down pass (reduce/pause, no discharge)
     raise_: Pass | None = None  # the up pass
+    sort_keys: list[float] | None = None  # each unit's key in `down`'s sort
+    sorted_by: tuple[int, float] | None = None  # (epoch, bucket_s) of those keys
 
 
-def prepare(units: Sequence[Unit], epoch: int = 0, *, bucket_s: float = 900.0) -> Plan:
+def prepare(
+    units: Sequence[Unit],
+    epoch: int = 0,
+    *,
+    bucket_s: float = 900.0,
+    previous: Plan | None = None,
+) -> Plan:
     """Order units for both directions in O(n log n), and precompute both first passes.
 
     key_i = h(seed_i, epoch) − ⌊laxity_i/bucket_s⌋·2³², h a 32-bit multiplicative mix:
@@ -83,14 +91,43 @@ def prepare(units: Sequence[Unit], epoch: int = 0, *, bucket_s: float = 900.0) -
     the reverse. The order depends only on laxity and seed, so while the unit list
     keeps its indices a new baseline needs only `plan._replace(units=...)` (the
     precomputed passes then no longer apply and `allocate` walks unit by unit).
+
+    `previous`: the plan of an earlier unit list (a re-plan's). The keys of the units
+    it shares at the same index (the same objects) are taken from it, and when no
+    key changed (laxity buckets are 900 s wide: the usual re-plan) neither does the
+    order, so it is not sorted again. The answer is the same with or without it.
     """
     mix = (epoch * 0x85EBCA6B + 0x27D4EB2F) & _MASK
-    keys = [
-        (((u.seed ^ mix) * 0x9E3779B1) & _MASK) - (u.laxity_s // bucket_s) * _SHIFT for u in units
-    ]
-    down = sorted(range(len(units)), key=keys.__getitem__)
-    up = down[::-1]
-    return Plan(units, down, up, _first_pass(units, down, False), _first_pass(units, up, True))
+    keys: list[float]
+    down: list[int] | None = None
+    old = previous
+    if (
+        old is not None
+        and old.sort_keys is not None
+        and old.sorted_by == (epoch, bucket_s)
+        and len(old.units) == len(units)
+    ):
+        keys = [
+            k if u is p else _sort_key(u, mix, bucket_s)
+            for u, p, k in zip(units, old.units, old.sort_keys, strict=True)
+        ]
+        if keys == old.sort_keys:  # equal keys: a (deterministic) sort gives the same order
+            down, up = old.down, old.up
+    else:
+        keys = [
+            (((u.seed ^ mix) * 0x9E3779B1) & _MASK) - (u.laxity_s // bucket_s) * _SHIFT
+            for u in units
+        ]
+    if down is None:
+        down = sorted(range(len(units)), key=keys.__getitem__)
+        up = down[::-1]
+    lower, raise_ = _first_pass(units, down, False), _first_pass(units, up, True)
+    return Plan(units, down, up, lower, raise_, keys, (epoch, bucket_s))
+
+
+def _sort_key(u: Unit, mix: int, bucket_s: float) -> float:
+    """A unit's key in `prepare`'s sort (the comprehension there, for one unit)."""
+    return (((u.seed ^ mix) * 0x9E3779B1) & _MASK) - (u.laxity_s // bucket_s) * _SHIFT
 
 
 def _first_pass(units: Sequence[Unit], order: list[int], up: bool) -> Pass:

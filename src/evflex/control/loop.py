@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import compress, filterfalse, islice, repeat, starmap, takewhile
+from operator import is_
 from typing import Any, Literal
 
 from evflex.control.allocation import Command as LimitCommand
@@ -79,6 +80,7 @@ from evflex.control.units import (
     Key,
     SessionInfo,
     Unit,
+    UnitMemo,
     session_from_needs,
     units_from_fleet,
     w_to_a,
@@ -279,6 +281,7 @@ class Engine:
         self._evaluated: tuple[int, float, int] | None = None
         self._held_back = False
         self._renew_scan_at = -math.inf  # no renewal can be due before this (monotonic)
+        self._unit_memo = UnitMemo()  # the last re-plan's units, reused where unchanged
         self._batches: set[asyncio.Future[None]] = set()  # limit batches not yet settled
         # per plan, each first-pass move's order at its target, built at re-plan time
         # (off the latency path); releases' orders never change
@@ -521,16 +524,28 @@ class Engine:
         return service.delta_w
 
     def _replan(self) -> None:
-        self.plan = prepare(self._units(self.wall()))
-        self._plan_version += 1
+        units = self._units(self.wall())
         self._plan_stale = False
         self._planned_at = self.mono()
-        # the orders of the plan's full moves, now rather than on the next step
+        old = self.plan
+        if old is not None and _same_units(units, old.units):
+            # the same unit objects (`UnitMemo`: none of their inputs changed): the
+            # plan, a pure function of them, is the same too; keep it and the orders
+            # built for it (no new version: evaluating it again would send nothing)
+            for first in (old.lower, old.raise_):
+                if first is not None:
+                    self._orders_of(first)
+            return
+        self.plan = prepare(units, previous=old)  # (its order, when no key changed)
+        self._plan_version += 1
+        # the orders of the plan's full moves, now rather than on the next step (from
+        # the old plan's, when the moves are the same)
+        before = [None, None] if old is None else [self._built(old.lower), self._built(old.raise_)]
         self._pass_orders.clear()
         self._variant_changes.clear()
-        for first in (self.plan.lower, self.plan.raise_):
+        for first, previous in zip((self.plan.lower, self.plan.raise_), before, strict=True):
             if first is not None:
-                self._orders_of(first)
+                self._pass_orders[id(first)] = _PassOrders.build(first, self, previous)
 
     def _units(self, now: datetime) -> list[Unit]:
         """Units evflex may move: not the non-responding ones, which others make up for.
@@ -545,6 +560,7 @@ class Engine:
             self.sessions,
             now.timestamp(),
             model_specs=self.model_specs,
+            memo=self._unit_memo,
         )
         if not self.non_responding:
             return units
@@ -891,6 +907,11 @@ class Engine:
             built = self._pass_orders[id(first)] = _PassOrders.build(first, self)
         return built
 
+    def _built(self, first: Pass | None) -> _PassOrders | None:
+        """The orders built for `first`, if they were."""
+        built = self._pass_orders.get(id(first)) if first is not None else None
+        return built if built is not None and built.first is first else None
+
     def _release_order(self, key: Key) -> LimitOrder:
         order = self._release_orders.get(key)
         if order is None:
@@ -1226,15 +1247,37 @@ class _PassOrders:
     shared: bool = False  # `orders` and `variants` were handed over as they are
 
     @classmethod
-    def build(cls, first: Pass, engine: Engine) -> _PassOrders:
+    def build(cls, first: Pass, engine: Engine, previous: _PassOrders | None = None) -> _PassOrders:
+        """`previous`: the orders of the same direction's pass of the plan before; its
+        lists are taken over when every move is the same (key, target, transaction
+        and form of limit): a re-plan after meter readings changes amounts, not moves."""
         keys, targets = first.keys, first.target_w
         units = first.units
         evses = [units[i].evse for i in first.unit_ix]
-        if None in evses:  # units not built from the fleet (`units_from_fleet` sets it)
+        # units not built from the fleet (`units_from_fleet` sets it); an Evse is always
+        # true (`None in evses` would call its dataclass __eq__ on each)
+        if not all(evses):
             evses = [
                 e if e is not None else engine._evse(k) for e, k in zip(evses, keys, strict=True)
             ]
         txs = [e.transaction if e is not None else None for e in evses]
+        variants = [engine.variant.get(key, 0) for key in keys] if engine.variant else None
+        if previous is not None and previous._same_moves(keys, targets, txs, variants):
+            # its orders are each move's (`refresh` keeps them with its txs and
+            # variants); shared: the first change copies them (`_own`)
+            return cls(
+                first,
+                evses,
+                txs,
+                previous.variants,
+                previous.orders,
+                previous.limits,
+                len(engine._variant_changes),
+                None,
+                sum(1 for _ in takewhile(engine.unit_base.__contains__, keys)),
+                engine._base_drops,
+                shared=True,
+            )
         # `Engine._order` for the usual form (W, the natural purpose), a column at a
         # time: this runs on every re-plan; other forms go through `_order` itself
         sids, eids = [k[0] for k in keys], [k[1] for k in keys]
@@ -1254,10 +1297,9 @@ class _PassOrders:
                 ),
             )
         )
-        variants = [0] * len(keys)
-        if engine.variant:
-            get = engine.variant.get
-            variants = [get(key, 0) for key in keys]
+        if variants is None:
+            variants = [0] * len(keys)
+        else:
             for j in compress(range(len(keys)), variants):
                 orders[j] = engine._order(keys[j], evses[j], targets[j], VARIANTS[variants[j]])
         limits: dict[Key, float | None] = dict(zip(first.keys, first.target_w, strict=True))
@@ -1265,6 +1307,23 @@ class _PassOrders:
         changes = len(engine._variant_changes)
         return cls(
             first, evses, txs, variants, orders, limits, changes, None, in_base, engine._base_drops
+        )
+
+    def _same_moves(
+        self,
+        keys: list[Key],
+        targets: list[float],
+        txs: list[Transaction | None],
+        variants: list[int] | None,
+    ) -> bool:
+        """Whether these moves are this pass's, each with the order it has now."""
+        first = self.first
+        return (
+            len(keys) == len(first.keys)
+            and (self.variants == variants if variants is not None else not any(self.variants))
+            and all(map(is_, txs, self.txs))
+            and first.target_w == targets
+            and first.keys == keys
         )
 
     def has_baselines(self, positions: range, drops: int) -> None:
@@ -1352,6 +1411,11 @@ def _no_gc_pause() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _same_units(units: Sequence[Unit], old: Sequence[Unit]) -> bool:
+    """Whether `units` are `old`'s unit objects, in the same order (identity: cheap)."""
+    return len(units) == len(old) and all(map(is_, units, old))
 
 
 def _ends_with(d: dict[Key, Any], keys: list[Key]) -> bool:

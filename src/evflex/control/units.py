@@ -164,6 +164,21 @@ def ev_unit(
     evse: Evse | None = None,
 ) -> Unit:
     """The unit for an EVSE with a vehicle charging (see the module docstring for bounds)."""
+    hi_fixed, floor, gap, lax = _ev_bounds(spec, session, soc_pct, now, horizon_s, budget_wh)
+    hi = max(baseline_w, 0.0) if hi_fixed is None else hi_fixed
+    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse)
+
+
+def _ev_bounds(
+    spec: EvseSpec,
+    session: SessionInfo,
+    soc_pct: float | None,
+    now: float,
+    horizon_s: float,
+    budget_wh: float,
+) -> tuple[float | None, float, float, float]:
+    """`ev_unit`'s numbers that do not depend on the baseline: (hi_w, or None when it
+    is the baseline's max(p, 0); floor_w; gap_w; laxity_s)."""
     gap = a_to_w(spec.min_current_a, spec.voltage_v, spec.phases) if spec.ac else 0.0
     need = session.energy_need_wh or 0.0
     left = None if session.departure_ts is None else session.departure_ts - now
@@ -175,10 +190,9 @@ def ev_unit(
         dis = 0.0  # AC discharge also has a minimum current: less than that is none
     if floor <= 0.0 < dis:
         floor = -dis
-    hi = spec.max_w if dis > 0 else max(baseline_w, 0.0)
     lax = NO_DEPARTURE_LAXITY_S if left is None else laxity_s(need, left, spec.max_w)
     lax = max(-NO_DEPARTURE_LAXITY_S, min(NO_DEPARTURE_LAXITY_S, lax))
-    return Unit(*key, baseline_w, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse)
+    return (spec.max_w if dis > 0 else None), floor, gap, lax
 
 
 def bess_unit(
@@ -227,6 +241,7 @@ def units_from_fleet(
     budget: V2gBudget = unlimited_budget,
     default_spec: EvseSpec = EvseSpec(),
     model_specs: Mapping[tuple[str, str], EvseSpec] | None = None,
+    memo: UnitMemo | None = None,
 ) -> list[Unit]:
     """One unit per controllable EVSE of the connected stations.
 
@@ -236,8 +251,19 @@ def units_from_fleet(
     own (`specs`), else its hardware model's (`model_specs`, by vendor and model),
     else `default_spec`; the session is `sessions`' entry, else what the EV or the
     driver stated (`Evse.needs`), and an EV's own power limit caps the EVSE's.
+    `memo` (updated in place) lets a call reuse the units of the previous one whose
+    inputs did not change (see `UnitMemo`).
     """
     units: list[Unit] = []
+    # reuse a unit only while the memo was built with the same fixed inputs, and only
+    # with the default budget (any other budget may change between two calls)
+    fixed = (horizon_s, default_spec, model_specs)
+    reuse = memo is not None and budget is unlimited_budget and memo.fixed == fixed
+    # updated in place, so an unchanged unit allocates nothing that outlives the loop
+    # (a new dict would keep 10,000 new key tuples: enough to set off the cyclic GC)
+    entries: dict[Key, _MemoEntry] = memo.entries if memo is not None and reuse else {}
+    # (bound once: this loop runs over every EVSE on every re-plan)
+    spec_of, base_of, session_of, entry_of = specs.get, baseline.get, sessions.get, entries.get
     for station in fleet.stations.values():
         if not station.connected:
             continue
@@ -247,26 +273,86 @@ def units_from_fleet(
             station_spec = model_specs.get(hardware, default_spec)
         for evse in station.evses.values():
             key = (station.station_id, evse.evse_id)
-            spec = specs.get(key, station_spec)
-            if evse.status in _UNUSABLE:
+            spec = spec_of(key, station_spec)
+            if evse.status in _UNUSABLE or (spec.bess is None and evse.transaction is None):
+                entries.pop(key, None)  # (no unit)
                 continue
-            base = baseline.get(key, evse.power_w or 0.0)
-            if spec.bess is not None and evse.soc_pct is not None:
+            base = base_of(key, evse.power_w or 0.0)
+            given = session_of(key)
+            # everything the unit is computed from: frozen values, and the EVSE by
+            # identity (the unit refers to it; it keeps the id taken); `now` only
+            # counts for a unit with a departure
+            sig = (id(evse), base, spec, given, evse.needs, evse.energy_wh, evse.soc_pct)
+            old = entry_of(key)
+            if old is not None and (old[2] is None or old[2] == now):
+                if old[0] == sig:
+                    units.append(old[1])
+                    continue
+                was = old[0]
+                if was[0] == sig[0] and was[2:] == sig[2:]:
+                    # only the baseline changed (a meter reading of a unit evflex does
+                    # not limit): the unit's other numbers do not depend on it
+                    u, hi_fixed = old[1], old[3]
+                    hi = max(base, 0.0) if hi_fixed is None else hi_fixed
+                    unit = Unit(
+                        *key, base, hi, u.floor_w, u.lo_w, u.gap_w, u.laxity_s, u.seed,
+                        u.stationary, u.evse,
+                    )  # fmt: skip
+                    entries[key] = (sig, unit, old[2], hi_fixed)
+                    units.append(unit)
+                    continue
+            if spec.bess is not None:
+                if evse.soc_pct is None:
+                    entries.pop(key, None)
+                    continue
                 unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
-                units.append(replace(unit, evse=evse))
-            elif spec.bess is None and evse.transaction is not None:
-                session = sessions.get(key) or session_from_needs(evse.needs, evse.energy_wh)
-                needs = evse.needs
-                if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
-                    spec = replace(spec, max_w=needs.ev_max_power_w)
-                if not session.opt_out:
-                    budget_wh = budget(*key)
-                    units.append(
-                        ev_unit(
-                            key, base, spec, session, evse.soc_pct, now, horizon_s, budget_wh, evse
-                        )
-                    )
+                unit = replace(unit, evse=evse)
+                entries[key] = (sig, unit, None, unit.hi_w)
+                units.append(unit)
+                continue
+            session = given or session_from_needs(evse.needs, evse.energy_wh)
+            needs = evse.needs
+            if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
+                spec = replace(spec, max_w=needs.ev_max_power_w)
+            if not session.opt_out:
+                budget_wh = budget(*key)
+                bounds = _ev_bounds(spec, session, evse.soc_pct, now, horizon_s, budget_wh)
+                hi_fixed, floor, gap, lax = bounds
+                hi = max(base, 0.0) if hi_fixed is None else hi_fixed
+                # (`ev_unit`, with the bounds kept for a later change of baseline)
+                unit = Unit(
+                    *key, base, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse
+                )
+                timed = None if session.departure_ts is None else now
+                entries[key] = (sig, unit, timed, hi_fixed)
+                units.append(unit)
+            else:
+                entries.pop(key, None)
+    if len(entries) != len(units):  # EVSEs not visited (station gone or offline)
+        entries = {(u.station_id, u.evse_id): entries[(u.station_id, u.evse_id)] for u in units}
+    if memo is not None:
+        memo.fixed, memo.entries = fixed, entries
     return units
+
+
+_MemoEntry = tuple[tuple[object, ...], Unit, float | None, float | None]
+"""(what the unit was computed from, the unit, `now` when it depends on it, its hi_w
+when that does not follow its baseline)."""
+
+
+@dataclass(slots=True)
+class UnitMemo:
+    """The units of the last `units_from_fleet` call, by EVSE, with their inputs.
+
+    A re-plan every few seconds mostly finds the same inputs (a limited unit's
+    baseline is fixed; without a departure nothing depends on the clock): their
+    units are taken as they are (the same objects, so an unchanged fleet gives an
+    identical unit list, cheap to recognise) instead of computed again. Only a
+    cache: `units_from_fleet` answers the same with or without it.
+    """
+
+    fixed: object = None
+    entries: dict[Key, _MemoEntry] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=1 << 16)
