@@ -87,7 +87,7 @@ async def test_an_unchanged_fleet_keeps_its_plan_after_a_sliced_replan() -> None
     assert engine.plan is plan and engine._plan_version == version
 
 
-@pytest.mark.parametrize("turns", range(1, 8))  # each stage: collection, prepare, install
+@pytest.mark.parametrize("turns", range(1, 10))  # every stage: collection, prepare, install
 async def test_a_synchronous_replan_supersedes_a_sliced_one_in_flight(turns: int) -> None:
     port, clocks = FakePort(), Clocks()
     engine = _sliced(port, clocks)
@@ -105,7 +105,7 @@ async def test_a_synchronous_replan_supersedes_a_sliced_one_in_flight(turns: int
     assert engine.plan is plan and engine._plan_version == version  # nothing installed
 
 
-@pytest.mark.parametrize("turns", range(1, 8))
+@pytest.mark.parametrize("turns", range(1, 10))
 async def test_deactivation_cancels_a_sliced_replan_in_flight(turns: int) -> None:
     port, clocks = FakePort(), Clocks()
     engine = _sliced(port, clocks)
