@@ -21,10 +21,10 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from evflex.fleet.model import ChargingNeeds, Evse, EvseStatus
+from evflex.fleet.model import ChargingNeeds, Evse, EvseStatus, Station
 from evflex.fleet.state import FleetState
 
 Key = tuple[str, int]
@@ -254,85 +254,154 @@ def units_from_fleet(
     `memo` (updated in place) lets a call reuse the units of the previous one whose
     inputs did not change (see `UnitMemo`).
     """
-    units: list[Unit] = []
-    # reuse a unit only while the memo was built with the same fixed inputs, and only
-    # with the default budget (any other budget may change between two calls)
-    fixed = (horizon_s, default_spec, model_specs)
-    reuse = memo is not None and budget is unlimited_budget and memo.fixed == fixed
-    # updated in place, so an unchanged unit allocates nothing that outlives the loop
-    # (a new dict would keep 10,000 new key tuples: enough to set off the cyclic GC)
-    entries: dict[Key, _MemoEntry] = memo.entries if memo is not None and reuse else {}
-    # (bound once: this loop runs over every EVSE on every re-plan)
-    spec_of, base_of, session_of, entry_of = specs.get, baseline.get, sessions.get, entries.get
-    for station in fleet.stations.values():
-        if not station.connected:
-            continue
-        station_spec = default_spec
-        if model_specs:
-            hardware = (station.vendor or "", station.model or "")
-            station_spec = model_specs.get(hardware, default_spec)
-        for evse in station.evses.values():
-            key = (station.station_id, evse.evse_id)
-            spec = spec_of(key, station_spec)
-            if evse.status in _UNUSABLE or (spec.bess is None and evse.transaction is None):
-                entries.pop(key, None)  # (no unit)
+    collection = UnitCollection(
+        baseline,
+        specs,
+        sessions,
+        now,
+        horizon_s=horizon_s,
+        budget=budget,
+        default_spec=default_spec,
+        model_specs=model_specs,
+        memo=memo,
+    )
+    collection.add(fleet.stations.values())
+    return collection.finish()
+
+
+class UnitCollection:
+    """`units_from_fleet` a few stations at a time: `add` them in any number of calls
+    (each station once), then `finish`. The engine's periodic re-plan collects the
+    fleet over several event-loop turns this way so that no turn takes long.
+
+    The memo is updated station by station as they are added (each entry stays a
+    correct cache entry on its own), and pruned of EVSEs not visited by `finish`: a
+    collection given up half-way leaves a memo that is still a valid cache.
+    """
+
+    __slots__ = (
+        "_baseline",
+        "_budget",
+        "_default_spec",
+        "_entries",
+        "_fixed",
+        "_horizon_s",
+        "_memo",
+        "_model_specs",
+        "_now",
+        "_reuse",
+        "_sessions",
+        "_specs",
+        "units",
+    )
+
+    def __init__(
+        self,
+        baseline: Mapping[Key, float],
+        specs: Mapping[Key, EvseSpec],
+        sessions: Mapping[Key, SessionInfo],
+        now: float,
+        *,
+        horizon_s: float = 900.0,
+        budget: V2gBudget = unlimited_budget,
+        default_spec: EvseSpec = EvseSpec(),
+        model_specs: Mapping[tuple[str, str], EvseSpec] | None = None,
+        memo: UnitMemo | None = None,
+    ) -> None:
+        self._baseline, self._specs, self._sessions, self._now = baseline, specs, sessions, now
+        self._horizon_s, self._budget = horizon_s, budget
+        self._default_spec, self._model_specs, self._memo = default_spec, model_specs, memo
+        self.units: list[Unit] = []
+        # reuse a unit only while the memo was built with the same fixed inputs, and
+        # only with the default budget (any other budget may change between two calls)
+        self._fixed = (horizon_s, default_spec, model_specs)
+        self._reuse = memo is not None and budget is unlimited_budget and memo.fixed == self._fixed
+        # updated in place, so an unchanged unit allocates nothing that outlives the loop
+        # (a new dict would keep 10,000 new key tuples: enough to set off the cyclic GC)
+        self._entries: dict[Key, _MemoEntry] = (
+            memo.entries if memo is not None and self._reuse else {}
+        )
+
+    def add(self, stations: Iterable[Station]) -> None:
+        """Add the units of these stations' EVSEs (each station once per collection)."""
+        units, entries, now, horizon_s = self.units, self._entries, self._now, self._horizon_s
+        default_spec, model_specs, budget = self._default_spec, self._model_specs, self._budget
+        # (bound once: this loop runs over every EVSE on every re-plan)
+        spec_of, base_of = self._specs.get, self._baseline.get
+        session_of, entry_of = self._sessions.get, entries.get
+        for station in stations:
+            if not station.connected:
                 continue
-            base = base_of(key, evse.power_w or 0.0)
-            given = session_of(key)
-            # everything the unit is computed from: frozen values, and the EVSE by
-            # identity (the unit refers to it; it keeps the id taken); `now` only
-            # counts for a unit with a departure
-            sig = (id(evse), base, spec, given, evse.needs, evse.energy_wh, evse.soc_pct)
-            old = entry_of(key)
-            if old is not None and (old[2] is None or old[2] == now):
-                if old[0] == sig:
-                    units.append(old[1])
+            station_spec = default_spec
+            if model_specs:
+                hardware = (station.vendor or "", station.model or "")
+                station_spec = model_specs.get(hardware, default_spec)
+            for evse in station.evses.values():
+                key = (station.station_id, evse.evse_id)
+                spec = spec_of(key, station_spec)
+                if evse.status in _UNUSABLE or (spec.bess is None and evse.transaction is None):
+                    entries.pop(key, None)  # (no unit)
                     continue
-                was = old[0]
-                if was[0] == sig[0] and was[2:] == sig[2:]:
-                    # only the baseline changed (a meter reading of a unit evflex does
-                    # not limit): the unit's other numbers do not depend on it
-                    u, hi_fixed = old[1], old[3]
-                    hi = max(base, 0.0) if hi_fixed is None else hi_fixed
-                    unit = Unit(
-                        *key, base, hi, u.floor_w, u.lo_w, u.gap_w, u.laxity_s, u.seed,
-                        u.stationary, u.evse,
-                    )  # fmt: skip
-                    entries[key] = (sig, unit, old[2], hi_fixed)
+                base = base_of(key, evse.power_w or 0.0)
+                given = session_of(key)
+                # everything the unit is computed from: frozen values, and the EVSE by
+                # identity (the unit refers to it; it keeps the id taken); `now` only
+                # counts for a unit with a departure
+                sig = (id(evse), base, spec, given, evse.needs, evse.energy_wh, evse.soc_pct)
+                old = entry_of(key)
+                if old is not None and (old[2] is None or old[2] == now):
+                    if old[0] == sig:
+                        units.append(old[1])
+                        continue
+                    was = old[0]
+                    if was[0] == sig[0] and was[2:] == sig[2:]:
+                        # only the baseline changed (a meter reading of a unit evflex does
+                        # not limit): the unit's other numbers do not depend on it
+                        u, hi_fixed = old[1], old[3]
+                        hi = max(base, 0.0) if hi_fixed is None else hi_fixed
+                        unit = Unit(
+                            *key, base, hi, u.floor_w, u.lo_w, u.gap_w, u.laxity_s, u.seed,
+                            u.stationary, u.evse,
+                        )  # fmt: skip
+                        entries[key] = (sig, unit, old[2], hi_fixed)
+                        units.append(unit)
+                        continue
+                if spec.bess is not None:
+                    if evse.soc_pct is None:
+                        entries.pop(key, None)
+                        continue
+                    unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
+                    unit = replace(unit, evse=evse)
+                    entries[key] = (sig, unit, None, unit.hi_w)
                     units.append(unit)
                     continue
-            if spec.bess is not None:
-                if evse.soc_pct is None:
+                session = given or session_from_needs(evse.needs, evse.energy_wh)
+                needs = evse.needs
+                if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
+                    spec = replace(spec, max_w=needs.ev_max_power_w)
+                if not session.opt_out:
+                    budget_wh = budget(*key)
+                    bounds = _ev_bounds(spec, session, evse.soc_pct, now, horizon_s, budget_wh)
+                    hi_fixed, floor, gap, lax = bounds
+                    hi = max(base, 0.0) if hi_fixed is None else hi_fixed
+                    # (`ev_unit`, with the bounds kept for a later change of baseline)
+                    unit = Unit(
+                        *key, base, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse
+                    )
+                    timed = None if session.departure_ts is None else now
+                    entries[key] = (sig, unit, timed, hi_fixed)
+                    units.append(unit)
+                else:
                     entries.pop(key, None)
-                    continue
-                unit = bess_unit(key, base, spec.bess, evse.soc_pct, horizon_s)
-                unit = replace(unit, evse=evse)
-                entries[key] = (sig, unit, None, unit.hi_w)
-                units.append(unit)
-                continue
-            session = given or session_from_needs(evse.needs, evse.energy_wh)
-            needs = evse.needs
-            if needs is not None and needs.ev_max_power_w and needs.ev_max_power_w < spec.max_w:
-                spec = replace(spec, max_w=needs.ev_max_power_w)
-            if not session.opt_out:
-                budget_wh = budget(*key)
-                bounds = _ev_bounds(spec, session, evse.soc_pct, now, horizon_s, budget_wh)
-                hi_fixed, floor, gap, lax = bounds
-                hi = max(base, 0.0) if hi_fixed is None else hi_fixed
-                # (`ev_unit`, with the bounds kept for a later change of baseline)
-                unit = Unit(
-                    *key, base, hi, floor, min(0.0, floor), gap, lax, _seed(key), False, evse
-                )
-                timed = None if session.departure_ts is None else now
-                entries[key] = (sig, unit, timed, hi_fixed)
-                units.append(unit)
-            else:
-                entries.pop(key, None)
-    if len(entries) != len(units):  # EVSEs not visited (station gone or offline)
-        entries = {(u.station_id, u.evse_id): entries[(u.station_id, u.evse_id)] for u in units}
-    if memo is not None:
-        memo.fixed, memo.entries = fixed, entries
-    return units
+
+    def finish(self) -> list[Unit]:
+        """The units added, in the order added; the memo keeps only their entries."""
+        units, entries = self.units, self._entries
+        if len(entries) != len(units):  # EVSEs not visited (station gone or offline)
+            entries = {(u.station_id, u.evse_id): entries[(u.station_id, u.evse_id)] for u in units}
+        if self._memo is not None:
+            self._memo.fixed, self._memo.entries = self._fixed, entries
+        return units
 
 
 _MemoEntry = tuple[tuple[object, ...], Unit, float | None, float | None]
