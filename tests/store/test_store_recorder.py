@@ -816,6 +816,46 @@ async def test_the_recorder_boosts_its_writer_for_rows_that_waited_and_lowers_it
         await engine.dispose()
 
 
+async def test_the_writer_cpu_counter_moves_during_a_long_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted per chunk: at saturation one drain lasts as long as the load, and a
+    per-drain count would read 0 for the whole benchmark window."""
+    target = Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'evflex.db'}")
+    await target.upgrade()
+    engine = target.engine()
+    rec = EventRecorder(engine, max_batch_rows=10)
+    chunks = 0
+    second_chunk = threading.Event()
+    go_on = threading.Event()
+    real_write = writer_module.Batch.write_sync
+
+    def write_sync(batch: writer_module.Batch, *args: object, **kwargs: object) -> int:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 2:  # the drain is under way: hold it here
+            second_chunk.set()
+            go_on.wait(10.0)
+        return real_write(batch, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer_module.Batch, "write_sync", write_sync)
+    await rec.start()
+    try:
+        for i in range(100):
+            rec(meter("CS-1", 1, i, power(1.0)))
+        drain = asyncio.ensure_future(rec.flush())
+        assert await asyncio.to_thread(second_chunk.wait, 10.0)
+        assert rec.stats.flushes == 1 and not drain.done()
+        assert rec.stats.writer_cpu_s > 0  # the first chunk's CPU is in already
+        go_on.set()
+        await drain
+        assert await _count(engine, "meter_samples") == 100
+    finally:
+        go_on.set()
+        await rec.stop()
+        await engine.dispose()
+
+
 async def test_sqlite_wal_is_checkpointed_by_the_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -193,6 +193,7 @@ class EventRecorder:
         self._eager_rows = eager_rows
         self._eager_pending = False
         self._checkpoint_due = 0.0
+        self._cpu_mark: float | None = None  # thread CPU time counted up to (thread drains)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
@@ -326,13 +327,23 @@ class EventRecorder:
         """In the writer thread: SQLite directly, PostgreSQL on the thread's own loop.
 
         Counts the thread's CPU time: on the server's one core, what persistence
-        costs the stations (`evflex_store_writer_cpu_seconds_total`).
+        costs the stations (`evflex_store_writer_cpu_seconds_total`). Counted after
+        every chunk, not per drain: under saturation one drain lasts as long as the
+        load, and the counter would not move while it does.
         """
-        started = time.thread_time()
+        self._cpu_mark = time.thread_time()
         try:
             return self._drain_in_thread_timed()
         finally:
-            self.stats.writer_cpu_s += time.thread_time() - started
+            self._count_cpu()
+            self._cpu_mark = None
+
+    def _count_cpu(self) -> None:
+        """Add the writer thread's CPU time since the last count (in a thread drain)."""
+        if self._cpu_mark is not None:
+            now = time.thread_time()
+            self.stats.writer_cpu_s += now - self._cpu_mark
+            self._cpu_mark = now
 
     def _drain_in_thread_timed(self) -> bool:
         if self._sync_engine is not None:
@@ -434,6 +445,7 @@ class EventRecorder:
         stats.rows_out += batch.buffered_rows
         stats.flushes += 1
         stats.last_flush_s = time.perf_counter() - batch.started
+        self._count_cpu()
         if self._suspect_end and end >= self._suspect_end:
             self._suspect_end = self._event_limit = 0  # the rejection did not repeat
         self._recovered()
