@@ -536,7 +536,7 @@ class WriterPriority:
     1 s. So while the rows it takes have waited more than `_BOOST_AFTER_S` it runs
     at the loop's priority (the loop then answers fewer messages per second, the
     store keeps its promise), and drops back below `_RELAX_BELOW_S`. Raising a
-    priority needs CAP_SYS_NICE or RLIMIT_NICE (systemd: LimitNICE=); without
+    priority needs CAP_SYS_NICE or RLIMIT_NICE (systemd: LimitNICE=+0); without
     either the writer stays lowered, and says so once.
     """
 
