@@ -87,14 +87,20 @@ async def test_an_unchanged_fleet_keeps_its_plan_after_a_sliced_replan() -> None
     assert engine.plan is plan and engine._plan_version == version
 
 
-@pytest.mark.parametrize("turns", range(1, 10))  # every stage: collection, prepare, install
-async def test_a_synchronous_replan_supersedes_a_sliced_one_in_flight(turns: int) -> None:
+async def _slice_in_flight(turns: int) -> tuple[Engine, asyncio.Task[None]]:
+    """An engine whose periodic re-plan (all meters moved) has run `turns` loop turns."""
     port, clocks = FakePort(), Clocks()
     engine = _sliced(port, clocks)
     _meters_move(engine)
     task = _due_tick(engine, clocks)
     for _ in range(turns):
         await asyncio.sleep(0)  # one loop turn
+    return engine, task
+
+
+@pytest.mark.parametrize("turns", range(1, 10))  # every stage: collection, prepare, install
+async def test_a_synchronous_replan_supersedes_a_sliced_one_in_flight(turns: int) -> None:
+    engine, task = await _slice_in_flight(turns)
     assert not task.done()  # the slice is still in flight
     engine.set_spec(("S0", 1), EvseSpec(max_w=3_680.0, phases=1))  # a fleet change
     engine.tick()  # → a synchronous re-plan, now
@@ -107,12 +113,7 @@ async def test_a_synchronous_replan_supersedes_a_sliced_one_in_flight(turns: int
 
 @pytest.mark.parametrize("turns", range(1, 10))
 async def test_deactivation_cancels_a_sliced_replan_in_flight(turns: int) -> None:
-    port, clocks = FakePort(), Clocks()
-    engine = _sliced(port, clocks)
-    _meters_move(engine)
-    task = _due_tick(engine, clocks)
-    for _ in range(turns):
-        await asyncio.sleep(0)  # one loop turn
+    engine, task = await _slice_in_flight(turns)
     assert not task.done()
     (service,) = engine.active_services()
     engine.deactivate(service.id)
