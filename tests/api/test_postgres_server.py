@@ -76,7 +76,7 @@ async def test_meter_values_are_stored_from_the_writer_thread(pg_database: str) 
         assert any(name.startswith("evflex-store-writer") for name in threads)
     conn = await asyncpg.connect(PG_DSN.replace("/test", f"/{pg_database}"), timeout=5)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM meter_samples") == 20
+        assert await conn.fetchval("SELECT count(*) FROM meter_values") == 20
         assert await conn.fetchval("SELECT count(*) FROM transactions") == 1
     finally:
         await conn.close()

@@ -41,6 +41,15 @@ async def _count(engine: AsyncEngine, table: str) -> int:
     return int(await scalar(engine, f"SELECT count(*) FROM {table}"))
 
 
+async def _samples(engine: AsyncEngine) -> int:
+    """Sampled values stored (a meter_values row holds a MeterValue's values)."""
+    return int(
+        await scalar(
+            engine, "SELECT coalesce(sum(json_array_length(sampled)), 0) FROM meter_values"
+        )
+    )
+
+
 async def _evse(repo: Repository, station_id: str, evse_id: int) -> EvseRecord:
     """The EVSE row (load_evses only reports registered stations)."""
     found = [
@@ -290,7 +299,8 @@ async def test_a_failed_chunk_leaves_no_transaction_state_behind(
     recorder(TransactionStarted("CS-1", 1, "T1", at(0), seq_no=0))
     await recorder.flush()
     recorder(TransactionUpdated("CS-1", 1, "T1", at(1), offline=True, seq_no=2))
-    recorder(meter("CS-1", 1, 1, SampledValue(None, 1.0)))  # type: ignore[arg-type]
+    # evse_id is NOT NULL: the database refuses the row
+    recorder(MeterSampled("CS-1", None, at(1), at(1), (power(1.0),)))  # type: ignore[arg-type]
     await recorder.flush()  # fails whole, then the update is written alone
     assert recorder.stats.rejected_rows == 1
     (tx,) = await repo.transactions("CS-1")
@@ -373,15 +383,16 @@ async def test_notices_and_command_log(
 
 async def test_writes_are_batched(engine: AsyncEngine) -> None:
     rec = EventRecorder(engine, max_batch_rows=1000)
-    for i in range(1000):
+    for i in range(3000):
         rec(meter("CS-1", 1, i, power(1.0), energy(float(i)), SampledValue("SoC", 50.0)))
-    assert rec.stats.buffered_rows == 3000
+    assert rec.stats.buffered_rows == 3000  # one row per MeterValue, whatever it holds
     await rec.flush()
     # 3,000 rows in 1,000-row chunks: three transactions, not one per message
     assert rec.stats.flushes == 3
-    assert rec.stats.rows_written == 3000 + 3  # samples + one coalesced EVSE row per chunk
+    assert rec.stats.rows_written == 3000 + 3  # meter values + one coalesced EVSE row per chunk
     assert rec.stats.buffered_rows == 0
-    assert await _count(engine, "meter_samples") == 3000
+    assert await _count(engine, "meter_values") == 3000
+    assert await _samples(engine) == 9000
 
 
 async def test_acknowledged_sample_is_durable_within_one_second(
@@ -393,7 +404,7 @@ async def test_acknowledged_sample_is_durable_within_one_second(
     try:
         rec(meter("CS-1", 1, 0, power(1.0)))
         took = await wait_until(
-            lambda: _has_rows(reader, "meter_samples"), timeout_s=1.0, interval_s=0.01
+            lambda: _has_rows(reader, "meter_values"), timeout_s=1.0, interval_s=0.01
         )
         assert took <= 1.0
     finally:
@@ -411,7 +422,7 @@ async def test_stop_writes_what_is_buffered(engine: AsyncEngine) -> None:
     rec(meter("CS-1", 1, 0, power(1.0)))
     rec(CommandCompleted("CS-1", "Reset", {}, at(0), 1.0, "result", {}))
     await rec.stop()
-    assert await _count(engine, "meter_samples") == 1
+    assert await _count(engine, "meter_values") == 1
     assert await _count(engine, "command_log") == 1
 
 
@@ -435,7 +446,7 @@ async def _assert_mixed_written(engine: AsyncEngine) -> None:
             "stations",
             "evses",
             "transactions",
-            "meter_samples",
+            "meter_values",
             "station_events",
             "command_log",
         )
@@ -444,7 +455,7 @@ async def _assert_mixed_written(engine: AsyncEngine) -> None:
         "stations": 1,
         "evses": 1,
         "transactions": 1,
-        "meter_samples": 4,
+        "meter_values": 2,
         "station_events": 1,
         "command_log": 1,
     }
@@ -463,14 +474,15 @@ async def test_missing_tables_keep_rows_until_the_schema_exists(
         with caplog.at_level(logging.ERROR, logger="evflex.store.writer"):
             await rec.flush()
         assert rec.stats.flush_failures == 1
-        assert rec.stats.buffered_rows == 10
+        assert rec.stats.buffered_rows == 8  # one row per event
         assert rec.stats.rows_written == 0 and rec.stats.rejected_rows == 0
         assert "STORE WRITE FAILING" in caplog.text
         rec(meter("CS-1", 1, 5, power(5.0)))  # keeps queueing meanwhile
         await target.upgrade()
         await rec.flush()
         assert rec.stats.buffered_rows == 0
-        assert await _count(engine, "meter_samples") == 5
+        assert await _count(engine, "meter_values") == 3
+        assert await _samples(engine) == 5
         assert await _count(engine, "transactions") == 1
     finally:
         await engine.dispose()
@@ -486,7 +498,7 @@ async def test_sqlite_unreachable_file_recovers_with_backoff(tmp_path: Path) -> 
         for event in _mixed_events():
             rec(event)
         await wait_until(lambda: _true(rec.stats.flush_failures >= 2), timeout_s=5.0)
-        assert rec.stats.buffered_rows == 10  # nothing lost while the file cannot be opened
+        assert rec.stats.buffered_rows == 8  # nothing lost while the file cannot be opened
         directory.mkdir()
         await target.upgrade()
         await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=5.0)
@@ -518,10 +530,10 @@ async def test_postgres_outage_keeps_rows_and_recovers(pg_target: Target) -> Non
         for event in _mixed_events():
             rec(event)
         await wait_until(lambda: _true(rec.stats.flush_failures >= 2), timeout_s=10.0)
-        assert rec.stats.buffered_rows == 10
+        assert rec.stats.buffered_rows == 8
         await proxy.start()  # same port
         await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=10.0)
-        assert await _count(engine, "meter_samples") == 5
+        assert await _count(engine, "meter_values") == 3
     finally:
         await rec.stop(timeout_s=1.0)
         await engine.dispose()
@@ -532,15 +544,15 @@ async def test_a_rejected_event_is_isolated_and_the_rest_written(
     recorder: EventRecorder, engine: AsyncEngine
 ) -> None:
     good = [meter("CS-1", 1, i, power(float(i))) for i in range(100)]
-    # measurand is NOT NULL: the database refuses this one row on both backends
-    poison = meter("CS-1", 1, 50.5, SampledValue(None, 1.0), power(2.0))  # type: ignore[arg-type]
+    # evse_id is NOT NULL: the database refuses this one row on both backends
+    poison = MeterSampled("CS-1", None, at(50.5), at(50.5), (power(2.0),))  # type: ignore[arg-type]
     for event in (*good[:50], poison, *good[50:], *_mixed_events()):
         recorder(event)
     await recorder.flush()
-    assert recorder.stats.rejected_rows == 2  # both values of the poisoned message
+    assert recorder.stats.rejected_rows == 1  # the poisoned MeterValue, nothing else
     assert [event for event, _ in recorder.rejected] == [poison]
     assert recorder.stats.buffered_rows == 0
-    assert await _count(engine, "meter_samples") == 100 + 4
+    assert await _count(engine, "meter_values") == 100 + 2
     assert await _count(engine, "transactions") == 1
     # bisection, not one transaction per event
     assert recorder.stats.flush_failures <= 2 * math.ceil(math.log2(110)) + 2
@@ -559,29 +571,29 @@ async def test_values_a_driver_cannot_encode_are_rejected_alone(
     recorder(meter("CS-1", 1, 1, power(2.0)))
     await recorder.flush()
     assert recorder.stats.rejected_rows == 1
-    assert await _count(engine, "meter_samples") == 2
+    assert await _count(engine, "meter_values") == 2
 
 
 async def test_buffer_cap_drops_and_counts_samples(
     engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     rec = EventRecorder(engine, max_buffer_rows=10)
-    for i in range(4):
+    for i in range(12):
         rec(meter("CS-1", 1, i, power(1.0), energy(1.0), SampledValue("SoC", 1.0)))
-    assert (rec.stats.buffered_rows, rec.stats.dropped_rows) == (9, 3)
-    rec(StationSeen("CS-1", at(5)))  # a heartbeat fits the last slot
-    rec(StationSeen("CS-1", at(6)))  # ...and is shed like a sample after that
-    assert (rec.stats.buffered_rows, rec.stats.dropped_rows) == (10, 4)
+    assert (rec.stats.buffered_rows, rec.stats.dropped_rows) == (10, 2)
+    rec(StationSeen("CS-1", at(15)))  # a heartbeat is shed like a sample
+    assert (rec.stats.buffered_rows, rec.stats.dropped_rows) == (10, 3)
     # state and audit events get 10% headroom beyond the cap
-    rec(TransactionStarted("CS-1", 1, "T", at(7)))
-    rec(TransactionStopped("CS-1", "T", at(8)))
-    assert (rec.stats.buffered_rows, rec.stats.dropped_rows) == (11, 5)
+    rec(TransactionStarted("CS-1", 1, "T", at(17)))
+    rec(TransactionStopped("CS-1", "T", at(18)))
+    assert (rec.stats.buffered_rows, rec.stats.dropped_rows) == (11, 4)
     await rec.flush()
-    assert await _count(engine, "meter_samples") == 9
+    assert await _count(engine, "meter_values") == 10
+    assert await _samples(engine) == 30
     assert await _count(engine, "transactions") == 1
     with caplog.at_level(logging.ERROR, logger="evflex.store.writer"):
         rec._report_drops()
-    assert "STORE BUFFER FULL: 5 rows dropped" in caplog.text
+    assert "STORE BUFFER FULL: 4 rows dropped" in caplog.text
 
 
 async def test_recording_never_raises_and_unknown_objects_do_not_block(
@@ -591,7 +603,7 @@ async def test_recording_never_raises_and_unknown_objects_do_not_block(
     recorder(meter("CS-1", 1, 0, power(1.0)))
     await recorder.flush()
     assert recorder.stats.buffered_rows == 0
-    assert await _count(engine, "meter_samples") == 1
+    assert await _count(engine, "meter_values") == 1
 
 
 async def test_recording_cost_is_a_list_append(engine: AsyncEngine) -> None:
@@ -604,7 +616,7 @@ async def test_recording_cost_is_a_list_append(engine: AsyncEngine) -> None:
         rec(event)
     elapsed = loop.time() - started
     assert rec.stats.buffered_rows == 10_000 and rec.stats.flushes == 0
-    assert await _count(engine, "meter_samples") == 0
+    assert await _count(engine, "meter_values") == 0
     assert elapsed / len(events) < 20e-6  # generous bound for slow CI machines; ~0.3 µs here
 
 
@@ -632,7 +644,8 @@ async def test_sqlite_writes_progress_while_the_loop_is_busy(tmp_path: Path) -> 
                 pass
             await asyncio.sleep(0)
         assert rec.stats.buffered_rows == 0
-        assert await _count(engine, "meter_samples") == 10_000
+        assert await _count(engine, "meter_values") == 5000
+        assert await _samples(engine) == 10_000
     finally:
         os.sched_setaffinity(0, cpus)
         await rec.stop()
@@ -649,13 +662,13 @@ async def test_sqlite_writes_eagerly_under_load(tmp_path: Path) -> None:
     rec._interval = 30.0  # past the validated range: the flusher never fires in this test
     await rec.start()
     try:
-        for i in range(49):
+        for i in range(99):
             rec(meter("CS-1", 1, i, power(1.0), energy(float(i))))
         # below the threshold nothing was handed over (synchronous), so nothing can be written
-        assert rec.stats.buffered_rows == 98 and not rec._queue
-        rec(meter("CS-1", 1, 49, power(1.0), energy(49.0)))
+        assert rec.stats.buffered_rows == 99 and not rec._queue
+        rec(meter("CS-1", 1, 99, power(1.0), energy(99.0)))
         await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=5.0)
-        assert await _count(engine, "meter_samples") == 100
+        assert await _count(engine, "meter_values") == 100
         assert rec.stats.flushes >= 1
     finally:
         await rec.stop()
@@ -804,7 +817,7 @@ async def test_the_recorder_boosts_its_writer_for_rows_that_waited_and_lowers_it
         gate.set()
         assert blocked.result(timeout=10.0)
         await wait_until(lambda: _true(rec.stats.buffered_rows == 0), timeout_s=5.0)
-        assert await _count(engine, "meter_samples") == 50
+        assert await _count(engine, "meter_values") == 50
         assert rec.stats.boosts >= 1
         assert rec.stats.writer_cpu_s > 0  # the writer's work is counted
         await rec.flush()  # a drain that finds the queue empty lowers it again
@@ -849,7 +862,7 @@ async def test_the_writer_cpu_counter_moves_during_a_long_drain(
         assert rec.stats.writer_cpu_s > 0  # the first chunk's CPU is in already
         go_on.set()
         await drain
-        assert await _count(engine, "meter_samples") == 100
+        assert await _count(engine, "meter_values") == 100
     finally:
         go_on.set()
         await rec.stop()
@@ -873,7 +886,7 @@ async def test_sqlite_wal_is_checkpointed_by_the_writer(
             for i in range(1000):
                 rec(meter(f"CS-{i}", 1, round_ * 1000 + i, power(1.0), energy(float(i))))
             await rec.flush()
-        assert await _count(engine, "meter_samples") == 40_000
+        assert await _count(engine, "meter_values") == 20_000
         # without checkpoints the WAL holds every page written by 20 rounds; with them
         # it is rewound after each round and stays at about one round's pages
         main_size = (tmp_path / "evflex.db").stat().st_size

@@ -122,7 +122,7 @@ async def test_delete_station(repo: Repository, engine: AsyncEngine) -> None:
     assert [s.station_id for s in await repo.load_stations()] == ["CS-2"]
     assert await scalar(engine, "SELECT count(*) FROM evses") == 0
     # history stays for audit
-    assert await scalar(engine, "SELECT count(*) FROM meter_samples") == 1
+    assert await scalar(engine, "SELECT count(*) FROM meter_values") == 1
 
 
 # -- fleet state at start-up ------------------------------------------------------------

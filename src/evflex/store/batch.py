@@ -1,10 +1,10 @@
 """Turning a chunk of fleet events into rows, and writing them in one transaction.
 
 Used by evflex.store.writer.EventRecorder. The high-volume statements — meter
-samples, EVSE live values, transaction progress, the command log — are plain SQL
+values, EVSE live values, transaction progress, the command log — are plain SQL
 executed with driver-native tuples (`exec_driver_sql` executemany, or binary COPY
-for samples on PostgreSQL): inserting the samples through Core `insert()` with a
-dict per row measured 2.5-4.5x the CPU per message (benchmarks/store_write.py,
+for meter values on PostgreSQL): inserting the samples through Core `insert()` with
+a dict per row measured 2.5-4.5x the CPU per message (benchmarks/store_write.py,
 "core" rows). Low-volume tables (stations, notices) use Core, which also handles
 their JSON.
 
@@ -13,7 +13,7 @@ SQLite runs it in the recorder's writer thread (see EventRecorder), with the bul
 tables in multi-row INSERTs (`_insert_values`); PostgreSQL runs it through
 `AsyncConnection.run_sync` plus an awaited COPY.
 
-SQLite: no NULL is bound on the sample and command-log inserts. Python's sqlite3
+SQLite: no NULL is bound on the meter-value and command-log inserts. Python's sqlite3
 module looks for an adapter for every parameter that is not an int, float, str or
 bytes — `None` included — and that lookup costs ~0.8 µs per NULL (measured: an
 11-column sample row with 4 NULLs 4.2 µs, the same row without them 1.9 µs). Rows
@@ -53,6 +53,7 @@ from evflex.fleet.events import (
 )
 from evflex.fleet.model import EvseStatus
 from evflex.fleet.state import ENERGY_MEASURAND, EXPORT_MEASURAND, POWER_MEASURAND, SOC_MEASURAND
+from evflex.store import sampled
 from evflex.store import tables as t
 from evflex.store.upsert import insert_for
 
@@ -97,7 +98,7 @@ _NEWER_METER = (
 )
 # One upsert for every EVSE patch: NULL leaves a column alone, and live meter values
 # only move forward in station time, like the fleet state: an offline backlog that
-# arrives late is history (meter_samples), not the current value.
+# arrives late is history (meter_values), not the current value.
 _EVSE_INSERT_HEAD = f"INSERT INTO evses ({', '.join(_EVSE_COLUMNS)}) VALUES"
 _EVSE_CONFLICT = f"""
 ON CONFLICT (station_id, evse_id) DO UPDATE SET
@@ -134,20 +135,11 @@ _TX_UPDATE = (
 )
 _TX_TIMESTAMPS = frozenset({"started_at", "stopped_at"})
 
-_SAMPLE_INSERT = (
-    f"INSERT INTO meter_samples ({', '.join(t.METER_SAMPLE_COLUMNS)})"
-    f" VALUES ({', '.join('?' for _ in t.METER_SAMPLE_COLUMNS)})"
+_VALUE_INSERT = (
+    f"INSERT INTO meter_values ({', '.join(t.METER_VALUE_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in t.METER_VALUE_COLUMNS)})"
 )
-# The common sample (SQLite): in a transaction, with a unit, without phase, context
-# and location. Such rows are built without their NULL columns (see module doc).
-_SHORT_SAMPLE_NAMES = ("station_id", "evse_id", "transaction_id", "ts", "received_at", "measurand")
-_SHORT_SAMPLE = tuple(
-    t.METER_SAMPLE_COLUMNS.index(c) for c in (*_SHORT_SAMPLE_NAMES, "unit", "value")
-)
-_SHORT_SAMPLE_HEAD = (
-    f"INSERT INTO meter_samples ({', '.join(t.METER_SAMPLE_COLUMNS[i] for i in _SHORT_SAMPLE)})"
-    " VALUES"
-)
+_VALUE_INSERT_HEAD = f"INSERT INTO meter_values ({', '.join(t.METER_VALUE_COLUMNS)}) VALUES"
 
 
 _COMMAND_COLUMNS = (
@@ -192,7 +184,7 @@ class Codec:
         # How a datetime travels on the raw path: what UtcDateTime would bind.
         self.ts: Callable[[datetime], Any] = t.epoch_us if sqlite else _aware
         fix: Callable[[str], str] = (lambda sql: sql) if sqlite else _numbered
-        self.sample_insert = fix(_SAMPLE_INSERT)
+        self.value_insert = fix(_VALUE_INSERT)
         self.evse_upsert = fix(_EVSE_UPSERT)
         self.tx_insert = fix(_TX_INSERT)
         self.tx_update = fix(_TX_UPDATE)
@@ -278,9 +270,7 @@ async def _copy_samples(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> N
         # statement; COPY through the raw connection must run inside it, so the
         # samples commit or roll back together with the rest of the chunk.
         await conn.exec_driver_sql("SELECT 1")
-    await driver.copy_records_to_table(
-        "meter_samples", records=rows, columns=t.METER_SAMPLE_COLUMNS
-    )
+    await driver.copy_records_to_table("meter_values", records=rows, columns=t.METER_VALUE_COLUMNS)
 
 
 # -- building rows ------------------------------------------------------------------------------
@@ -331,9 +321,9 @@ class Batch:
         self._live_due = live_due if live_due is not None else {}
         self._now = now
         self._live_interval_s = live_interval_s
-        # METER_SAMPLE_COLUMNS; on SQLite also compact _SHORT_SAMPLE rows (8 values)
+        # meter_values rows (METER_VALUE_COLUMNS)
         self.samples: list[tuple[Any, ...]] = []
-        self.full_samples = 0  # how many of them have all the columns
+        self.untransacted = 0  # how many of them have no transaction id (a NULL)
         self.stations: dict[str, dict[str, Any]] = {}
         self.evses: dict[tuple[str, int], EvsePatch] = {}
         self.tx_events: list[TxEvent] = []
@@ -347,14 +337,14 @@ class Batch:
     def add(self, events: Sequence[Event], start: int, max_rows: int, max_events: int) -> int:
         """Take events from `start` until `max_rows` rows or `max_events` events; return end.
 
-        The meter branch is the hot loop (one iteration per MeterValues), hence the
-        locals and the flat tuple per sampled value.
+        The meter branch is the hot loop (one iteration per MeterValue), hence the
+        locals: one row per MeterValue, its sampled values in one document.
         """
         stop = min(len(events), start + max_events)
         ts = self.codec.ts
         append = self.samples.append
-        sparse = self.codec.sparse
-        full = 0
+        encode = sampled.encode
+        untransacted = 0
         last_at: datetime | None = None
         at: Any = None
         rows = 0
@@ -363,40 +353,14 @@ class Batch:
             event = events[i]
             i += 1
             if type(event) is MeterSampled:
-                values = event.values
                 sid, eid, tx = event.station_id, event.evse_id, event.transaction_id
                 if event.at is not last_at:  # a fleet reporting at once shares timestamps
                     last_at = event.at
                     at = ts(last_at)
-                received = ts(event.received_at)
-                for sv in values:
-                    if (
-                        sparse
-                        and tx is not None
-                        and sv.phase is None
-                        and sv.context is None
-                        and sv.location is None
-                        and sv.unit is not None
-                    ):
-                        append((sid, eid, tx, at, received, sv.measurand, sv.unit, sv.value))
-                        continue
-                    full += 1
-                    append(
-                        (
-                            sid,
-                            eid,
-                            tx,
-                            at,
-                            received,
-                            sv.measurand,
-                            sv.phase,
-                            sv.unit,
-                            sv.value,
-                            sv.context,
-                            sv.location,
-                        )
-                    )
-                rows += len(values)
+                append((sid, eid, tx, at, ts(event.received_at), encode(event.values)))
+                if tx is None:
+                    untransacted += 1
+                rows += 1
                 # 1.6 connector 0 is the station's own meter, not an EVSE
                 if eid != 0 and self._live_due.get((sid, eid), 0.0) <= self._now:
                     if self._live_interval_s:
@@ -406,7 +370,7 @@ class Batch:
                 rows += 1
                 self._other(event)
         self.buffered_rows = rows
-        self.full_samples += full
+        self.untransacted += untransacted
         return i
 
     def _meter_patch(self, ev: MeterSampled) -> None:
@@ -554,13 +518,11 @@ class Batch:
             written += self._write_transactions(conn, tx_cache)
         if samples and self.samples:
             if not self.codec.sparse:
-                conn.exec_driver_sql(self.codec.sample_insert, self.samples)
-            elif not self.full_samples:  # the common case: all rows compact
-                _insert_values(conn, _SHORT_SAMPLE_HEAD, len(_SHORT_SAMPLE), self.samples)
+                conn.exec_driver_sql(self.codec.value_insert, self.samples)
+            elif not self.untransacted:  # the common case: no NULL to leave out
+                _insert_values(conn, _VALUE_INSERT_HEAD, len(t.METER_VALUE_COLUMNS), self.samples)
             else:
-                _insert_sparse(
-                    conn, "meter_samples", t.METER_SAMPLE_COLUMNS, self.samples, _SHORT_SAMPLE
-                )
+                _insert_sparse(conn, "meter_values", t.METER_VALUE_COLUMNS, self.samples)
             written += len(self.samples)
         if self.notices:
             conn.execute(t.station_events.insert(), self.notices)

@@ -88,24 +88,33 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def upgrade(url: str, *, search_path: str | None = None) -> None:
-    """Apply all migrations (alembic upgrade head). Synchronous and idempotent.
+def upgrade(url: str, *, search_path: str | None = None, revision: str = "head") -> None:
+    """Apply the migrations up to `revision` (alembic upgrade). Synchronous and idempotent.
 
     Alembic's env.py drives the async engine with its own event loop, so call
     this before the server's loop starts or via `asyncio.to_thread`. If it is
     called on a thread that runs a loop anyway, it runs in a helper thread (and
     blocks that loop for the duration) rather than failing.
     """
+    _migrate(url, search_path, "upgrade", revision)
+
+
+def downgrade(url: str, revision: str, *, search_path: str | None = None) -> None:
+    """Undo the migrations after `revision` (alembic downgrade); like `upgrade`."""
+    _migrate(url, search_path, "downgrade", revision)
+
+
+def _migrate(url: str, search_path: str | None, direction: str, revision: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        _upgrade(url, search_path)
+        _run_alembic(url, search_path, direction, revision)
         return
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="evflex-migrate") as pool:
-        pool.submit(_upgrade, url, search_path).result()
+        pool.submit(_run_alembic, url, search_path, direction, revision).result()
 
 
-def _upgrade(url: str, search_path: str | None) -> None:
+def _run_alembic(url: str, search_path: str | None, direction: str, revision: str) -> None:
     # Imported here: alembic is only needed when migrating, not on every import.
     from alembic import command
     from alembic.config import Config
@@ -116,4 +125,7 @@ def _upgrade(url: str, search_path: str | None) -> None:
     # in a URL-encoded password.
     config.attributes["url"] = url
     config.attributes["search_path"] = search_path
-    command.upgrade(config, "head")
+    if direction == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from evflex.store import sampled
 from evflex.store import tables as t
 from evflex.store.upsert import insert_for
 
@@ -267,27 +268,27 @@ class Repository:
         limit: int = 10000,
         evse_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Samples of one station with start <= ts < end, oldest first, at most `limit`."""
-        m = t.meter_samples
-        query = select(
-            m.c.evse_id,
-            m.c.transaction_id,
-            m.c.ts,
-            m.c.received_at,
-            m.c.measurand,
-            m.c.phase,
-            m.c.unit,
-            m.c.value,
-            m.c.context,
-            m.c.location,
-        ).where(m.c.station_id == station_id)
+        """Sampled values of one station with start <= ts < end, oldest first, at
+        most `limit`; one dict per value, its MeterValue's fields repeated."""
+        m = t.meter_values
+        query = select(m.c.evse_id, m.c.transaction_id, m.c.ts, m.c.received_at, m.c.sampled).where(
+            m.c.station_id == station_id
+        )
         if start is not None:
             query = query.where(m.c.ts >= start)
         if end is not None:
             query = query.where(m.c.ts < end)
         if evse_id is not None:
             query = query.where(m.c.evse_id == evse_id)
-        return await self._dicts(query.order_by(m.c.ts).limit(max(0, limit)))
+        # a row holds at least one value: `limit` rows hold enough
+        rows = await self._dicts(query.order_by(m.c.ts).limit(max(0, limit)))
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            document = row.pop("sampled")
+            out.extend({**row, **value} for value in sampled.decode(document))
+            if len(out) >= limit:
+                break
+        return out[: max(0, limit)]
 
     async def transactions(self, station_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """A station's transactions, most recently started first."""

@@ -1,6 +1,6 @@
 """The schema: SQLAlchemy Core tables on one MetaData (Core, not ORM, for write speed).
 
-`migrations/versions/0001_initial.py` creates exactly these tables; a test compares
+The migrations in `migrations/versions/` create exactly these tables; a test compares
 the two with alembic's autogenerate so they cannot drift apart.
 
 Design decisions:
@@ -16,9 +16,17 @@ Design decisions:
   committed. Placeholders are not registrations: `load_stations` skips them (a
   station deleted while its events were still buffered does not come back as
   "known, no password") and `add_station` claims them.
-* **`meter_samples` has no primary key**, only the (station_id, ts) index: a
+* **`meter_values` holds one row per OCPP MeterValue**, its sampled values
+  together in one JSON column (format: `evflex.store.sampled`), not one row per
+  sampled value. Every row costs an insert into the table and into the
+  (station_id, ts) index, whose pages are scattered over the fleet's stations;
+  at 5,000 stations a row per sampled value (two per MeterValues in the common
+  power + energy report) was ~40 % of the writer's CPU, and the writer shares the
+  server's core (migration 0005; `evflex bench telemetry-max`: 42 → 37 µs per
+  message). Queries read a station's time range, never a single value.
+* **`meter_values` has no primary key**, only the (station_id, ts) index: a
   surrogate key would add a sequence call and a second B-tree update to every
-  inserted row of the largest table, and nothing refers to a single sample.
+  inserted row of the largest table, and nothing refers to a single row.
 * **Timestamps are UTC.** `UtcDateTime` is timestamptz on PostgreSQL and integer
   microseconds since the epoch on SQLite (which has no date type); either way
   Python sees timezone-aware UTC datetimes.
@@ -172,27 +180,20 @@ transactions = Table(
     Index(None, "station_id", "started_at"),
 )
 
-meter_samples = Table(
-    "meter_samples",
+meter_values = Table(
+    "meter_values",
     metadata,
     Column("station_id", String(STATION_ID_LEN), nullable=False),
     Column("evse_id", Integer, nullable=False),
     Column("transaction_id", String(TX_ID_LEN), nullable=True),
     Column("ts", UtcDateTime(), nullable=False),  # the station's clock
     Column("received_at", UtcDateTime(), nullable=False),  # ours
-    Column("measurand", String(64), nullable=False),
-    Column("phase", String(8), nullable=True),
-    Column("unit", String(16), nullable=True),
-    # Nullable because SQLite stores a NaN reading as NULL (PostgreSQL keeps NaN);
-    # refusing the row would make one odd reading poison a whole batch.
-    Column("value", Float, nullable=True),
-    Column("context", String(32), nullable=True),
-    Column("location", String(16), nullable=True),
+    Column("sampled", _json(), nullable=False),  # evflex.store.sampled
     Index(None, "station_id", "ts"),
 )
 
-# Column order of the bulk insert path in writer.py (raw executemany / COPY).
-METER_SAMPLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in meter_samples.columns)
+# Column order of the bulk insert path in batch.py (multi-row INSERT / COPY).
+METER_VALUE_COLUMNS: tuple[str, ...] = tuple(c.name for c in meter_values.columns)
 
 command_log = Table(
     "command_log",

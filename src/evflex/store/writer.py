@@ -26,7 +26,7 @@ Cost model (the server's target is 25,000 MeterValues/s on one core):
     tables are written with multi-row INSERTs instead (evflex.store.batch,
     `_insert_values`): a few statements per chunk, a few GIL hand-overs.
   The writer thread also checkpoints the WAL, every 2 s (`_checkpoint`).
-* PostgreSQL goes through the async driver (COPY for the samples), from the same
+* PostgreSQL goes through the async driver (COPY for the meter values), from the same
   kind of writer thread, on an event loop of its own (`writer_engine`, as the app
   runs it): on the serving loop each of a chunk's dozen awaits waited for the
   loop's next turn, ~2.3 s under saturation, so it wrote nothing while the load
@@ -48,7 +48,7 @@ Failure handling ("bad input loses nothing"):
   skipped. Everything else is written.
 * Delivery is at-least-once: if a COMMIT succeeds but its acknowledgement is
   lost (connection dropped at that instant), the retried chunk writes its meter
-  samples again and counts its offline transaction events twice.
+  values again and counts its offline transaction events twice.
 
 Durability: with the default 0.25 s interval a sample acknowledged to the
 station is committed within ~0.3 s while the database keeps up (the issue asks
@@ -134,7 +134,7 @@ class EventRecorder:
     ) -> None:
         """`live_values_interval_s`: write an EVSE's latest power/energy/SoC to the
         `evses` table at most this often (0 = every flush). Every sample still goes to
-        `meter_samples`; the throttle only spares the per-flush upsert of thousands of
+        `meter_values`; the throttle only spares the per-flush upsert of thousands of
         EVSE rows, which at 5,000 stations x 1 Hz stalled the loop ~100 ms per flush
         on PostgreSQL (measured). Live power is served from fleet state, not the table.
 
@@ -206,20 +206,15 @@ class EventRecorder:
         """Buffer one event. Synchronous, O(1), never raises."""
         try:
             stats = self.stats
-            if type(event) is MeterSampled:
-                rows = len(event.values)
-                if stats.rows_in - stats.rows_out + rows > self._max_buffer_rows:
-                    stats.dropped_rows += rows
-                    return
-            else:
-                rows = 1
-                cap = self._max_buffer_rows if type(event) is StationSeen else self._hard_cap
-                if stats.rows_in - stats.rows_out >= cap:
-                    stats.dropped_rows += 1
-                    return
+            kind = type(event)  # every event is one row (a MeterValue with its values)
+            shed = kind is MeterSampled or kind is StationSeen
+            cap = self._max_buffer_rows if shed else self._hard_cap
+            if stats.rows_in - stats.rows_out >= cap:
+                stats.dropped_rows += 1
+                return
             self._incoming.append(event)
-            stats.rows_in += rows
-            self._incoming_rows += rows
+            stats.rows_in += 1
+            self._incoming_rows += 1
             if self._incoming_rows >= self._eager_rows and self._executor is not None:
                 self._eager()
         except Exception:  # pragma: no cover - storage must never break message handling
