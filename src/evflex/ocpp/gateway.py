@@ -371,8 +371,9 @@ class Gateway:
         """
         timeout = timeout_s or self.call_timeout_s
         group = CallGroup(self.loop, _limit_outcomes(on_outcomes))
-        templates: dict[limits.Shape, limits.Template | CommandError] = {}
-        sessions_get, shape_of, add = self.sessions.get, limits.shape_of, group.add
+        shapes: dict[limits.Shape, _Shaped | CommandError] = {}
+        sessions_get, shape_of, add_item = self.sessions.get, limits.shape_of, group.items.append
+        added = 0
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
                 session = sessions_get(order.station_id)
@@ -380,22 +381,54 @@ class Gateway:
                     group.refuse(index, StationNotConnected(f"{order.station_id} not connected"))
                     continue
                 shape = shape_of(order, session.v16)
-                template = templates.get(shape)
-                if template is None:
-                    template = templates[shape] = limits.build(shape, batch)
-                if isinstance(template, CommandError):
-                    group.refuse(index, template)
+                shaped = shapes.get(shape)
+                if shaped is None:
+                    shaped = shapes[shape] = _shaped(limits.build(shape, batch), session)
+                if isinstance(shaped, CommandError):
+                    group.refuse(index, shaped)
                     continue
-                encoded = template.splice(order)
+                encoded = shaped.template.splice(order)
                 if encoded is None:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
-                item = Outgoing(template.action, None, None, timeout, encoded, "", 0.0, None)
-                item.group, item.key = group, index
-                add(session, item)
-                session.enqueue(item, True)
+                item = Outgoing(
+                    shaped.action, None, None, timeout, encoded, "", 0.0, None, group, index
+                )
+                add_item((session, item))  # `group.add`, inline; `remaining` once below
+                added += 1
+                if session.send_spliced(item, shaped.head):
+                    shaped.sent += 1
+            group.remaining += added
+            self._count_sent(shapes)
             group.seal(self.loop.time() + timeout)
         return group.done
+
+    def _count_sent(self, shapes: dict[limits.Shape, _Shaped | CommandError]) -> None:
+        """`stats.messages` of the frames `send_limits` sent at once: per (protocol,
+        action) once per pass, not per station (queued calls count when sent)."""
+        messages = self.stats.messages
+        for shaped in shapes.values():
+            if isinstance(shaped, _Shaped) and shaped.sent:
+                messages[(shaped.protocol, shaped.action, "out")] += shaped.sent
+
+
+class _Shaped:
+    """A batch's template for one shape, and how many frames went out with it."""
+
+    __slots__ = ("action", "head", "protocol", "sent", "template")
+
+    def __init__(self, template: limits.Template, protocol: str) -> None:
+        self.template = template
+        self.action = template.action
+        self.head = b'[2,"%%d","%b",%%b]' % template.action.encode()  # see Session.send_spliced
+        self.protocol = protocol
+        self.sent = 0
+
+
+def _shaped(template: limits.Template | CommandError, session: Session) -> _Shaped | CommandError:
+    return (
+        template if isinstance(template, CommandError) else _Shaped(template, session.protocol_name)
+    )
 
 
 def _limit_outcomes(

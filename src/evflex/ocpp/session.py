@@ -449,6 +449,32 @@ class Session(WSListener):
         if self._inflight is None:
             self._send_next()
 
+    def send_spliced(self, item: Outgoing, head: bytes) -> bool:
+        """Send a group's pre-encoded call now if this session is idle, else queue it
+        on the urgent lane (`enqueue`); True if it went out now.
+
+        The per-station step of `Gateway.send_limits`: for an idle session it does
+        what `enqueue` → `_start` → `_encode_call` do, inline (those calls were a
+        third of the pass's ~3.5 µs per station). `head` is the frame around the
+        payload for `item.action`, `b'[2,"%d","<action>",%b]'`, encoded once per
+        batch. The caller counts the frames sent in `stats.messages`, once per pass.
+        """
+        if (
+            self._inflight is not None
+            or self._urgent
+            or self._routine
+            or self._closed
+            or self.transport is None
+        ):
+            self.enqueue(item, True)
+            return False
+        number = next(_ids)
+        item.message_id = str(number)
+        item.sent_at = time.perf_counter()
+        self._inflight = item  # a group's call: its deadline is the group's timer
+        self.transport.send(WSMsgType.TEXT, head % (number, item.encoded))
+        return True
+
     @property
     def queued(self) -> int:
         # abandoned (cancelled) calls stay in the deque until popped; they do not count
