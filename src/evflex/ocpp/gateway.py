@@ -47,7 +47,7 @@ from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
 from evflex.fleet.model import Protocol as OcppVersion
 from evflex.ocpp import commands_v16, commands_v201, limits, v16, v201
 from evflex.ocpp.pacing import Pacer
-from evflex.ocpp.session import CallGroup, Outgoing, Session, Settled
+from evflex.ocpp.session import CallGroup, Outgoing, Session, Settled, next_message_number
 from evflex.ocpp.stats import GatewayStats
 from evflex.ocpp.timefmt import now
 
@@ -370,9 +370,11 @@ class Gateway:
         included); outcomes reach `on_outcomes` in batches as they settle.
         """
         timeout = timeout_s or self.call_timeout_s
-        group = CallGroup(self.loop, _limit_outcomes(on_outcomes))
+        orders = tuple(orders)  # the command log re-encodes calls from them
         shapes: dict[limits.Shape, _Shaped | CommandError] = {}
+        group = CallGroup(self.loop, _limit_outcomes(on_outcomes), _limit_payloads(orders, shapes))
         sessions_get, shape_of, add_item = self.sessions.get, limits.shape_of, group.items.append
+        next_number = next_message_number
         added = 0
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
@@ -387,17 +389,21 @@ class Gateway:
                 if isinstance(shaped, CommandError):
                     group.refuse(index, shaped)
                     continue
-                encoded = shaped.template.splice(order)
-                if encoded is None:
+                number = next_number()  # unused if the station is busy: ids need no order
+                frame = shaped.template.splice(order, number)
+                if frame is None:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
                 item = Outgoing(
-                    shaped.action, None, None, timeout, encoded, "", 0.0, None, group, index
+                    shaped.action, None, None, timeout, None, "", 0.0, None, group, index
                 )
                 add_item((session, item))  # `group.add`, inline; `remaining` once below
                 added += 1
-                if session.send_spliced(item, shaped.head):
+                if session.send_framed(item, number, frame):
                     shaped.sent += 1
+                else:  # busy: queued ahead of routine calls, encoded again when its turn comes
+                    item.encoded = shaped.template.splice(order)
+                    session.enqueue(item, True)
             group.remaining += added
             self._count_sent(shapes)
             group.seal(self.loop.time() + timeout)
@@ -415,12 +421,11 @@ class Gateway:
 class _Shaped:
     """A batch's template for one shape, and how many frames went out with it."""
 
-    __slots__ = ("action", "head", "protocol", "sent", "template")
+    __slots__ = ("action", "protocol", "sent", "template")
 
     def __init__(self, template: limits.Template, protocol: str) -> None:
         self.template = template
         self.action = template.action
-        self.head = b'[2,"%%d","%b",%%b]' % template.action.encode()  # see Session.send_spliced
         self.protocol = protocol
         self.sent = 0
 
@@ -429,6 +434,19 @@ def _shaped(template: limits.Template | CommandError, session: Session) -> _Shap
     return (
         template if isinstance(template, CommandError) else _Shaped(template, session.protocol_name)
     )
+
+
+def _limit_payloads(
+    orders: Sequence[LimitOrder], shapes: dict[limits.Shape, _Shaped | CommandError]
+) -> Callable[[Session, Hashable], bytes | None]:
+    """The payload of an order's call, spliced again for the command log (`CallGroup`)."""
+
+    def encode(session: Session, key: Hashable) -> bytes | None:
+        order = orders[_index(key)]
+        shaped = shapes.get(limits.shape_of(order, session.v16))
+        return shaped.template.splice(order) if isinstance(shaped, _Shaped) else None
+
+    return encode
 
 
 def _limit_outcomes(

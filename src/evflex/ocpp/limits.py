@@ -53,6 +53,7 @@ _SLOT = {  # sentinel as encoded → (index into (pid, evse, limit, tx), format)
     b"1000000005": (3, b"%d"),
     b'"1000000006"': (3, b"%b"),
 }
+_NUMBER = 4  # the message number's index after (pid, evse, limit, tx)
 _SENTINELS = re.compile(b"|".join(re.escape(k) for k in sorted(_SLOT, key=len, reverse=True)))
 _MAX_TX_ID_201 = 36  # 2.0.1 transactionId: identifierString, maxLength 36
 _dumps = orjson.dumps
@@ -91,15 +92,20 @@ class Template:
     action: str
     fmt: bytes  # the encoded payload with a %-slot per varying field
     pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # (pid, evse, limit, tx) → slot args
+    # the whole CALL, `[2,"<message id>","<action>",<payload>]`, with its slots: an
+    # idle station's frame in one format, no payload bytes of its own in between
+    frame_fmt: bytes
+    frame_pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # (…, message number) → args
     v16: bool
     clear: bool
     with_tx: bool
     # limit → its JSON: a step sends few distinct limits (a full one: all 0.0)
     limits_json: dict[float, bytes] = field(default_factory=dict)
 
-    def splice(self, order: LimitOrder) -> bytes | None:
-        """The encoded payload for `order`, or None if its values are not ones the
-        template's validation vouches for."""
+    def splice(self, order: LimitOrder, number: int | None = None) -> bytes | None:
+        """The encoded payload for `order` — or, given a message `number`, the whole
+        CALL frame — or None if its values are not ones the template's validation
+        vouches for."""
         pid, evse = order.profile_id, order.evse_id
         if type(pid) is not int or type(evse) is not int:
             return None
@@ -134,7 +140,9 @@ class Template:
                     return None
                 else:
                     tx = _dumps(tx_id)
-        return self.fmt % self.pick((pid, evse, limit_json, tx))
+        if number is None:
+            return self.fmt % self.pick((pid, evse, limit_json, tx))
+        return self.frame_fmt % self.frame_pick((pid, evse, limit_json, tx, number))
 
 
 def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
@@ -169,10 +177,13 @@ def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
         return CommandError(f"{action} template has slots {slots}, expected {sorted(expected)}")
     getter = operator.itemgetter(*slots)  # C-speed picking: called once per station
     pick = getter if len(slots) > 1 else (lambda values: (getter(values),))
+    frame_fmt = b'[2,"%%d","%b",%b]' % (action.encode(), fmt)
     return Template(
         action,
         fmt,
         pick,
+        frame_fmt,
+        operator.itemgetter(_NUMBER, *slots),
         v16_station,
         clear,
         with_tx,

@@ -62,13 +62,15 @@ CALL, CALLRESULT, CALLERROR = 2, 3, 4
 Handler = Callable[["Session", dict[str, Any]], dict[str, Any]]
 _MAX_MESSAGE_ID_LEN = 36  # OCPP-J: message id is a string of at most 36 characters
 _ids = itertools.count(1)
+next_message_number = _ids.__next__  # for frames encoded outside (`Session.send_framed`)
 
 
 @dataclass(slots=True)
 class Outgoing:
     action: str
     # None: only `encoded` exists (a frame spliced from a validated template); it is
-    # decoded for the command log, after the answers, not on the way out
+    # decoded for the command log, after the answers, not on the way out. Neither:
+    # the call went out as a whole frame, and its group re-encodes it for the log.
     payload: dict[str, Any] | None
     future: asyncio.Future[dict[str, Any]] | None  # None: the outcome goes to `group`
     timeout_s: float
@@ -79,11 +81,14 @@ class Outgoing:
     group: CallGroup | None = None
     key: Hashable = ""  # unique within its group: the station id, or an order's index
 
-    def logged_payload(self) -> dict[str, Any]:
+    def logged_payload(self, session: Session) -> dict[str, Any]:
         """The payload as the command log shows it."""
         if self.payload is not None:
             return self.payload
-        decoded = orjson.loads(self.encoded) if self.encoded is not None else {}
+        encoded = self.encoded
+        if encoded is None and self.group is not None and self.group.encode is not None:
+            encoded = self.group.encode(session, self.key)
+        decoded = orjson.loads(encoded) if encoded is not None else {}
         return decoded if isinstance(decoded, dict) else {}
 
     @property
@@ -117,6 +122,10 @@ class CallGroup:
     deadline bounds the whole wait, queueing included, like `Gateway.send`: at it,
     `expire` times out every call still unanswered, in flight or still queued.
 
+    `encode` gives the payload of a call that kept neither `payload` nor `encoded`
+    (sent as a whole frame), for the command log: encoded again after the answers
+    rather than kept per call on the way out.
+
     With `stream`, outcomes are also handed to it as they settle: everything settled
     since the last hand-over, in one call scheduled with `call_soon` (never from
     inside `add`/`settle`, so the caller is not re-entered mid-pass). `done` then
@@ -127,6 +136,7 @@ class CallGroup:
         "_flush_due",
         "completed",
         "done",
+        "encode",
         "items",
         "outcomes",
         "remaining",
@@ -140,9 +150,11 @@ class CallGroup:
         self,
         loop: asyncio.AbstractEventLoop,
         stream: Callable[[list[Settled]], None] | None = None,
+        encode: Callable[[Session, Hashable], bytes | None] | None = None,
     ) -> None:
         self.outcomes: dict[Hashable, dict[str, Any] | Exception] = {}
         self.stream = stream
+        self.encode = encode
         self.settled: list[Settled] = []  # not yet handed to `stream`
         self._flush_due = False
         self.remaining = 0
@@ -220,7 +232,7 @@ class CallGroup:
                 CommandCompleted(
                     session.station_id,
                     item.action,
-                    item.logged_payload(),
+                    item.logged_payload(session),
                     wall - timedelta(seconds=perf - item.sent_at),
                     (answered - item.sent_at) * 1000.0,
                     outcome,
@@ -449,15 +461,15 @@ class Session(WSListener):
         if self._inflight is None:
             self._send_next()
 
-    def send_spliced(self, item: Outgoing, head: bytes) -> bool:
-        """Send a group's pre-encoded call now if this session is idle, else queue it
-        on the urgent lane (`enqueue`); True if it went out now.
+    def send_framed(self, item: Outgoing, number: int, frame: bytes) -> bool:
+        """Send a group's call now as `frame`, already encoded with message id `number`,
+        if this session is idle; False, and nothing done, if it is not.
 
         The per-station step of `Gateway.send_limits`: for an idle session it does
         what `enqueue` → `_start` → `_encode_call` do, inline (those calls were a
-        third of the pass's ~3.5 µs per station). `head` is the frame around the
-        payload for `item.action`, `b'[2,"%d","<action>",%b]'`, encoded once per
-        batch. The caller counts the frames sent in `stats.messages`, once per pass.
+        third of the pass's ~3.5 µs per station). A busy session's call is queued
+        by the caller instead, with `encoded`. The caller also counts the frames
+        sent in `stats.messages`, once per pass.
         """
         if (
             self._inflight is not None
@@ -466,13 +478,11 @@ class Session(WSListener):
             or self._closed
             or self.transport is None
         ):
-            self.enqueue(item, True)
             return False
-        number = next(_ids)
         item.message_id = str(number)
         item.sent_at = time.perf_counter()
         self._inflight = item  # a group's call: its deadline is the group's timer
-        self.transport.send(WSMsgType.TEXT, head % (number, item.encoded))
+        self.transport.send(WSMsgType.TEXT, frame)
         return True
 
     @property
@@ -564,7 +574,7 @@ class Session(WSListener):
             CommandCompleted(
                 self.station_id,
                 item.action,
-                item.logged_payload(),
+                item.logged_payload(self),
                 sent_at,
                 duration_ms,
                 outcome,
