@@ -395,7 +395,7 @@ class Gateway:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
                 item = Outgoing(
-                    shaped.action, None, None, timeout, None, "", 0.0, None, group, index
+                    shaped.action, None, None, timeout, None, 0, 0.0, None, group, index
                 )
                 add_item((session, item))  # `group.add`, inline; `remaining` once below
                 added += 1

@@ -75,7 +75,9 @@ class Outgoing:
     future: asyncio.Future[dict[str, Any]] | None  # None: the outcome goes to `group`
     timeout_s: float
     encoded: bytes | None = None  # payload already validated and serialised (broadcasts)
-    message_id: str = ""
+    # its message id is str(number); the string is only made when an answer comes
+    # (~50 ns less per station of a fleet-wide pass)
+    number: int = 0
     sent_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     group: CallGroup | None = None
@@ -405,7 +407,7 @@ class Session(WSListener):
 
     def _take_inflight(self, msg_id: Any) -> Outgoing | None:
         item = self._inflight
-        if item is None or item.message_id != msg_id:
+        if item is None or str(item.number) != msg_id:
             # A late answer to a call that already timed out, or a stray frame. Neither
             # can be answered with a CALLERROR (OCPP-J: errors answer CALLs only).
             self.gateway.stats.unmatched_responses += 1
@@ -479,7 +481,7 @@ class Session(WSListener):
             or self.transport is None
         ):
             return False
-        item.message_id = str(number)
+        item.number = number
         item.sent_at = time.perf_counter()
         self._inflight = item  # a group's call: its deadline is the group's timer
         self.transport.send(WSMsgType.TEXT, frame)
@@ -514,7 +516,7 @@ class Session(WSListener):
 
     def _encode_call(self, item: Outgoing) -> bytes | None:
         number = next(_ids)
-        item.message_id = str(number)
+        item.number = number
         if item.encoded is not None:
             return b'[2,"%d","%b",%b]' % (number, item.action.encode(), item.encoded)
         assert item.payload is not None  # an item without `encoded` carries its payload
@@ -523,7 +525,7 @@ class Session(WSListener):
         except OcppError as exc:
             item.fail(InvalidCommand(f"{exc.code}: {exc.description}"))
             return None
-        return orjson.dumps([CALL, item.message_id, item.action, item.payload])
+        return orjson.dumps([CALL, str(number), item.action, item.payload])
 
     def _pop(self) -> Outgoing | None:
         if self._urgent:
