@@ -375,7 +375,6 @@ class Gateway:
         group = CallGroup(self.loop, _limit_outcomes(on_outcomes), _limit_payloads(orders, shapes))
         sessions_get, shape_of, add_item = self.sessions.get, limits.shape_of, group.items.append
         next_number = next_message_number
-        added = 0
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
                 session = sessions_get(order.station_id)
@@ -398,13 +397,12 @@ class Gateway:
                     shaped.action, None, None, timeout, None, 0, 0.0, None, group, index
                 )
                 add_item((session, item))  # `group.add`, inline; `remaining` once below
-                added += 1
                 if session.send_framed(item, number, frame):
                     shaped.sent += 1
                 else:  # busy: queued ahead of routine calls, encoded again when its turn comes
                     item.encoded = shaped.template.splice(order)
                     session.enqueue(item, True)
-            group.remaining += added
+            group.remaining += len(group.items)
             self._count_sent(shapes)
             group.seal(self.loop.time() + timeout)
         return group.done

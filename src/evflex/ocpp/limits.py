@@ -46,14 +46,15 @@ Shape = tuple[bool, bool, str, str, bool]
 # Sentinels: values no real field of these payloads takes (timestamps split their
 # digits with '-', ':' and 'T'; stack levels and ids of the batch are small).
 _PID, _EVSE, _LIMIT, _TX16, _TX201 = 1000000001, 1000000002, 1000000003.5, 1000000005, "1000000006"
-_SLOT = {  # sentinel as encoded → (index into (pid, evse, limit, tx), format)
-    b"1000000001": (0, b"%d"),
+_SLOT = {  # sentinel as encoded → (index into (number, evse, pid, limit, tx), format)
+    b"1000000001": (2, b"%d"),
     b"1000000002": (1, b"%d"),
-    b"1000000003.5": (2, b"%b"),
-    b"1000000005": (3, b"%d"),
-    b'"1000000006"': (3, b"%b"),
+    b"1000000003.5": (3, b"%b"),
+    b"1000000005": (4, b"%d"),
+    b'"1000000006"': (4, b"%b"),
 }
-_NUMBER = 4  # the message number's index after (pid, evse, limit, tx)
+# ... in the order of a 1.6 SetChargingProfile's frame: it is formatted as it comes
+_IN_ORDER = [1, 2, 3, 4]
 _SENTINELS = re.compile(b"|".join(re.escape(k) for k in sorted(_SLOT, key=len, reverse=True)))
 _MAX_TX_ID_201 = 36  # 2.0.1 transactionId: identifierString, maxLength 36
 _dumps = orjson.dumps
@@ -81,21 +82,22 @@ def plan_one_call(
 
 
 def shape_of(order: LimitOrder, v16_station: bool) -> Shape:
-    if order.limit is None:
+    _, _, _, limit, unit, purpose, tx_id = order  # one unpack: cheaper than 4 attributes
+    if limit is None:
         return (v16_station, True, "", "", False)
-    with_tx = order.transaction_id is not None and order.purpose == "tx"
-    return (v16_station, False, order.purpose, order.unit, with_tx)
+    return (v16_station, False, purpose, unit, tx_id is not None and purpose == "tx")
 
 
 @dataclass(frozen=True, slots=True)
 class Template:
     action: str
     fmt: bytes  # the encoded payload with a %-slot per varying field
-    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # (pid, evse, limit, tx) → slot args
+    # (message number, evse, pid, limit, tx) → slot args
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]
     # the whole CALL, `[2,"<message id>","<action>",<payload>]`, with its slots: an
     # idle station's frame in one format, no payload bytes of its own in between
     frame_fmt: bytes
-    frame_pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # (…, message number) → args
+    frame_pick: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None  # None: as they come
     v16: bool
     clear: bool
     with_tx: bool
@@ -141,8 +143,10 @@ class Template:
                 else:
                     tx = _dumps(tx_id)
         if number is None:
-            return self.fmt % self.pick((pid, evse, limit_json, tx))
-        return self.frame_fmt % self.frame_pick((pid, evse, limit_json, tx, number))
+            return self.fmt % self.pick((0, evse, pid, limit_json, tx))
+        values = (number, evse, pid, limit_json, tx)
+        pick = self.frame_pick
+        return self.frame_fmt % (values if pick is None else pick(values))
 
 
 def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
@@ -172,7 +176,7 @@ def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
         return fmt
 
     fmt = _SENTINELS.sub(slot, _dumps(payload).replace(b"%", b"%%"))
-    expected = {0} if clear else {0, 1, 2} | ({3} if with_tx else set())
+    expected = {2} if clear else {1, 2, 3} | ({4} if with_tx else set())
     if set(slots) != expected:  # a sentinel lost or merged: never splice blindly
         return CommandError(f"{action} template has slots {slots}, expected {sorted(expected)}")
     getter = operator.itemgetter(*slots)  # C-speed picking: called once per station
@@ -183,7 +187,7 @@ def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
         fmt,
         pick,
         frame_fmt,
-        operator.itemgetter(_NUMBER, *slots),
+        None if slots == _IN_ORDER else operator.itemgetter(0, *slots),
         v16_station,
         clear,
         with_tx,
