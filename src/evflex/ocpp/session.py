@@ -62,6 +62,9 @@ CALL, CALLRESULT, CALLERROR = 2, 3, 4
 Handler = Callable[["Session", dict[str, Any]], dict[str, Any]]
 _MAX_MESSAGE_ID_LEN = 36  # OCPP-J: message id is a string of at most 36 characters
 _ids = itertools.count(1)
+# the member as a module constant: `WSMsgType.TEXT` is an enum class attribute
+# lookup of ~70 ns (Python 3.11), paid per frame sent
+_TEXT = WSMsgType.TEXT
 next_message_number = _ids.__next__  # for frames encoded outside (`Session.send_framed`)
 
 
@@ -484,7 +487,7 @@ class Session(WSListener):
         item.number = number
         item.sent_at = time.perf_counter()
         self._inflight = item  # a group's call: its deadline is the group's timer
-        self.transport.send(WSMsgType.TEXT, frame)
+        self.transport.send(_TEXT, frame)
         return True
 
     @property
@@ -608,7 +611,7 @@ class Session(WSListener):
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self._closed:
-            self.transport.send(WSMsgType.TEXT, data)
+            self.transport.send(_TEXT, data)
 
     def _send_error(self, msg_id: str, exc: OcppError) -> None:
         code = exc.code_for(self.v16)
