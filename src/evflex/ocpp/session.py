@@ -255,6 +255,27 @@ class CallGroup:
 class Session(WSListener):
     """The live connection of one station. Holds no fleet state: that is FleetState's."""
 
+    # Slots, not a __dict__: under picows' extension-type base, a dict attribute
+    # costs ~20 ns a read (no specialisation in 3.11), ~3 per station of a
+    # fleet-wide `send_limits` pass and more per frame received
+    __slots__ = (
+        "_closed",
+        "_fragments",
+        "_inflight",
+        "_routine",
+        "_urgent",
+        "booted",
+        "gateway",
+        "handlers",
+        "protocol",
+        "protocol_name",
+        "schemas",
+        "starting",
+        "station_id",
+        "transport",
+        "v16",
+    )
+
     def __init__(
         self,
         gateway: Gateway,
