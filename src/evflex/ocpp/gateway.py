@@ -47,7 +47,14 @@ from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
 from evflex.fleet.model import Protocol as OcppVersion
 from evflex.ocpp import commands_v16, commands_v201, limits, v16, v201
 from evflex.ocpp.pacing import Pacer
-from evflex.ocpp.session import CallGroup, Outgoing, Session, Settled, next_message_number
+from evflex.ocpp.session import (
+    CallGroup,
+    Outgoing,
+    Session,
+    Settled,
+    group_call,
+    next_message_number,
+)
 from evflex.ocpp.stats import GatewayStats
 from evflex.ocpp.timefmt import now
 
@@ -374,7 +381,7 @@ class Gateway:
         shapes: dict[limits.Shape, _Shaped | CommandError] = {}
         group = CallGroup(self.loop, _limit_outcomes(on_outcomes), _limit_payloads(orders, shapes))
         sessions_get, shape_of, add_item = self.sessions.get, limits.shape_of, group.items.append
-        next_number = next_message_number
+        next_number, new_call = next_message_number, group_call
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
                 session = sessions_get(order.station_id)
@@ -393,9 +400,7 @@ class Gateway:
                 if frame is None:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
-                item = Outgoing(
-                    shaped.action, None, None, timeout, None, 0, 0.0, None, group, index
-                )
+                item = new_call(shaped.action, timeout, group, index)
                 add_item((session, item))  # `group.add`, inline; `remaining` once below
                 if session.send_framed(item, number, frame):
                     shaped.sent += 1
