@@ -380,7 +380,8 @@ class Gateway:
         orders = tuple(orders)  # the command log re-encodes calls from them
         shapes: dict[limits.Shape, _Shaped | CommandError] = {}
         group = CallGroup(self.loop, _limit_outcomes(on_outcomes), _limit_payloads(orders, shapes))
-        sessions_get, shape_of, add_item = self.sessions.get, limits.shape_of, group.items.append
+        sessions_get, shape_of = self.sessions.get, limits.shape_of
+        add_item, add_session = group.items.append, group.sessions.append  # `group.add`, inline
         next_number, new_call = next_message_number, group_call
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
@@ -401,13 +402,14 @@ class Gateway:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
                 item = new_call(shaped.action, timeout, group, index)
-                add_item((session, item))  # `group.add`, inline; `remaining` once below
+                add_item(item)
+                add_session(session)
                 if session.send_framed(item, number, frame):
                     shaped.sent += 1
                 else:  # busy: queued ahead of routine calls, encoded again when its turn comes
                     item.encoded = shaped.template.splice(order)
                     session.enqueue(item, True)
-            group.remaining += len(group.items)
+            group.remaining += len(group.items)  # `group.add`'s count, once
             self._count_sent(shapes)
             group.seal(self.loop.time() + timeout)
         return group.done

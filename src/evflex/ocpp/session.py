@@ -166,6 +166,7 @@ class CallGroup:
         "outcomes",
         "remaining",
         "sealed",
+        "sessions",
         "settled",
         "stream",
         "timer",
@@ -185,7 +186,9 @@ class CallGroup:
         self.remaining = 0
         self.sealed = False  # every call added: `done` may resolve
         self.done: asyncio.Future[None] = loop.create_future()
-        self.items: list[tuple[Session, Outgoing]] = []
+        # the calls added and each one's session: parallel lists, no tuple per call
+        self.items: list[Outgoing] = []
+        self.sessions: list[Session] = []
         self.timer: asyncio.TimerHandle | None = None
         # (session, call, answered at (perf_counter), outcome, response, error) of the
         # calls sent, for the command log
@@ -194,7 +197,8 @@ class CallGroup:
         ] = []
 
     def add(self, session: Session, item: Outgoing) -> None:
-        self.items.append((session, item))
+        self.items.append(item)
+        self.sessions.append(session)
         self.remaining += 1
 
     def refuse(self, key: Hashable, exc: Exception) -> None:
@@ -267,7 +271,7 @@ class CallGroup:
             )
 
     def expire(self) -> None:
-        for session, item in self.items:
+        for session, item in zip(self.sessions, self.items, strict=True):
             if item.key not in self.outcomes:
                 session.expire(item)
 
