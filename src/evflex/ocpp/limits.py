@@ -53,7 +53,8 @@ _SLOT = {  # sentinel as encoded → (index into (number, evse, pid, limit, tx),
     b"1000000005": (4, b"%b"),
     b'"1000000006"': (4, b"%b"),
 }
-# ... in the order of a 1.6 SetChargingProfile's frame: it is formatted as it comes
+# the slots of a 1.6 SetChargingProfile frame with a transaction are already in that
+# order: it is formatted from the values as they come, without picking
 _IN_ORDER = [1, 2, 3, 4]
 _SENTINELS = re.compile(b"|".join(re.escape(k) for k in sorted(_SLOT, key=len, reverse=True)))
 _MAX_TX_ID_201 = 36  # 2.0.1 transactionId: identifierString, maxLength 36
