@@ -17,6 +17,7 @@ from ocpp.v201 import call as call201
 
 from evflex.fleet import commands as c
 from evflex.fleet.events import CommandCompleted
+from evflex.ocpp.session import CallGroup, Outgoing, group_call
 
 
 def heartbeat(version: str) -> Any:
@@ -393,3 +394,11 @@ async def test_broadcast_holds_off_the_cyclic_gc_only_while_it_runs() -> None:
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+async def test_group_call_is_the_outgoing_its_constructor_makes() -> None:
+    """`group_call` sets every slot itself (for speed): a field added to `Outgoing`
+    must be set there too, or this comparison fails."""
+    group = CallGroup(asyncio.get_running_loop())
+    made = group_call("SetChargingProfile", 5.0, group, 7)
+    assert made == Outgoing("SetChargingProfile", None, None, 5.0, group=group, key=7)

@@ -105,6 +105,26 @@ def test_one_template_splices_many_orders_exactly(v16_station: bool) -> None:
         assert template.splice(order) == orjson.dumps(_one_at_a_time(order, BATCH, v16_station)[1])
 
 
+@pytest.mark.parametrize("v16_station", [True, False])
+def test_transaction_ids_remembered_across_batches_stay_exact_and_bounded(
+    v16_station: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transaction ids' JSON is kept from batch to batch, in a bounded memo: a
+    remembered id, a forgotten one and one that cannot be vouched for all splice as
+    the first time."""
+    monkeypatch.setattr(limits, "_TX_JSON_MAX", 2)
+    monkeypatch.setattr(limits, "_TX16_JSON" if v16_station else "_TX201_JSON", {})
+    tx_ids = ["7", "007", "8", "7", "T-1", "007", "T-1"]
+    for batch in (BATCH, LimitBatch(9, BATCH.start, BATCH.valid_to)):
+        for tx_id in tx_ids:
+            order = LimitOrder("CP", 1, 880_001, 0.0, "W", "tx", tx_id)
+            expected = None
+            if not v16_station or tx_id.isdigit():
+                expected = orjson.dumps(_one_at_a_time(order, batch, v16_station)[1])
+            assert _spliced(order, batch, v16_station)[1] == expected
+    assert len(limits._TX16_JSON if v16_station else limits._TX201_JSON) <= 2
+
+
 @pytest.mark.parametrize(
     ("order", "v16_station"),
     [

@@ -47,7 +47,14 @@ from evflex.fleet.events import EventSink, StationConnected, StationDisconnected
 from evflex.fleet.model import Protocol as OcppVersion
 from evflex.ocpp import commands_v16, commands_v201, limits, v16, v201
 from evflex.ocpp.pacing import Pacer
-from evflex.ocpp.session import CallGroup, Outgoing, Session, Settled
+from evflex.ocpp.session import (
+    CallGroup,
+    Outgoing,
+    Session,
+    Settled,
+    group_call,
+    next_message_number,
+)
 from evflex.ocpp.stats import GatewayStats
 from evflex.ocpp.timefmt import now
 
@@ -370,9 +377,12 @@ class Gateway:
         included); outcomes reach `on_outcomes` in batches as they settle.
         """
         timeout = timeout_s or self.call_timeout_s
-        group = CallGroup(self.loop, _limit_outcomes(on_outcomes))
-        templates: dict[limits.Shape, limits.Template | CommandError] = {}
-        sessions_get, shape_of, add = self.sessions.get, limits.shape_of, group.add
+        orders = tuple(orders)  # the command log re-encodes calls from them
+        shapes: dict[limits.Shape, _Shaped | CommandError] = {}
+        group = CallGroup(self.loop, _limit_outcomes(on_outcomes), _limit_payloads(orders, shapes))
+        sessions_get, shape_of = self.sessions.get, limits.shape_of
+        add_item, add_session = group.items.append, group.sessions.append  # `group.add`, inline
+        next_number, new_call = next_message_number, group_call
         with _no_gc_pauses():  # a fleet-wide pass allocates ~10 objects per station
             for index, order in enumerate(orders):
                 session = sessions_get(order.station_id)
@@ -380,22 +390,68 @@ class Gateway:
                     group.refuse(index, StationNotConnected(f"{order.station_id} not connected"))
                     continue
                 shape = shape_of(order, session.v16)
-                template = templates.get(shape)
-                if template is None:
-                    template = templates[shape] = limits.build(shape, batch)
-                if isinstance(template, CommandError):
-                    group.refuse(index, template)
+                shaped = shapes.get(shape)
+                if shaped is None:
+                    shaped = shapes[shape] = _shaped(limits.build(shape, batch), session)
+                if isinstance(shaped, CommandError):
+                    group.refuse(index, shaped)
                     continue
-                encoded = template.splice(order)
-                if encoded is None:
+                number = next_number()  # unused if the station is busy: ids need no order
+                frame = shaped.template.splice(order, number)
+                if frame is None:
                     group.refuse(index, InvalidCommand(f"{order.station_id}: invalid {order}"))
                     continue
-                item = Outgoing(template.action, None, None, timeout, encoded, "", 0.0, None)
-                item.group, item.key = group, index
-                add(session, item)
-                session.enqueue(item, True)
+                item = new_call(shaped.action, timeout, group, index)
+                add_item(item)
+                add_session(session)
+                if session.send_framed(item, number, frame):
+                    shaped.sent += 1
+                else:  # busy: queued ahead of routine calls, encoded again when its turn comes
+                    item.encoded = shaped.template.splice(order)
+                    session.enqueue(item, True)
+            group.remaining += len(group.items)  # `group.add`'s count, once
+            self._count_sent(shapes)
             group.seal(self.loop.time() + timeout)
         return group.done
+
+    def _count_sent(self, shapes: dict[limits.Shape, _Shaped | CommandError]) -> None:
+        """`stats.messages` of the frames `send_limits` sent at once: per (protocol,
+        action) once per pass, not per station (queued calls count when sent)."""
+        messages = self.stats.messages
+        for shaped in shapes.values():
+            if isinstance(shaped, _Shaped) and shaped.sent:
+                messages[(shaped.protocol, shaped.action, "out")] += shaped.sent
+
+
+class _Shaped:
+    """A batch's template for one shape, and how many frames went out with it."""
+
+    __slots__ = ("action", "protocol", "sent", "template")
+
+    def __init__(self, template: limits.Template, protocol: str) -> None:
+        self.template = template
+        self.action = template.action
+        self.protocol = protocol
+        self.sent = 0
+
+
+def _shaped(template: limits.Template | CommandError, session: Session) -> _Shaped | CommandError:
+    return (
+        template if isinstance(template, CommandError) else _Shaped(template, session.protocol_name)
+    )
+
+
+def _limit_payloads(
+    orders: Sequence[LimitOrder], shapes: dict[limits.Shape, _Shaped | CommandError]
+) -> Callable[[Session, Hashable], bytes | None]:
+    """The payload of an order's call, spliced again for the command log (`CallGroup`)."""
+
+    def encode(session: Session, key: Hashable) -> bytes | None:
+        order = orders[_index(key)]
+        shaped = shapes.get(limits.shape_of(order, session.v16))
+        return shaped.template.splice(order) if isinstance(shaped, _Shaped) else None
+
+    return encode
 
 
 def _limit_outcomes(
