@@ -106,7 +106,13 @@ async def test_engine_timings_cover_every_unit() -> None:
 async def test_fcr_against_the_server(target: BenchServer) -> None:
     options = replace(
         OPTIONS,
-        extra={"repeats": "2", "settle_s": "0.5", "engine_units": "200", "engine_rounds": "2"},
+        extra={
+            "repeats": "2",
+            "settle_s": "0.5",
+            "engine_units": "200",
+            "engine_rounds": "2",
+            "answer_delay_ms": "100",  # the stations answer late: every answer still counts
+        },
     )
     m = (await run_scenario("fcr", options, target))["metrics"]
     assert m["connected"] == m["booted"] == m["transactions_started"] == 20
