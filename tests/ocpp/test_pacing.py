@@ -67,7 +67,9 @@ async def next_pass() -> None:
 
 
 async def test_frames_beyond_the_budget_wait_for_later_passes_in_order() -> None:
-    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2, startup_frames=10)
+    pacer = Pacer(
+        asyncio.get_running_loop(), budget_s=COST_S / 2, pass_share=0.0, startup_frames=10
+    )
     handled: list[tuple[str, bytes]] = []
     a, b, c = (FakeSession(n, handled) for n in "abc")
     arrivals = [(a, b"a1"), (b, b"b1"), (a, b"a2"), (c, b"c1"), (b, b"b2")]
@@ -87,6 +89,22 @@ async def test_frames_beyond_the_budget_wait_for_later_passes_in_order() -> None
     assert not any(s.transport.underlying_transport.calls for s in (a, b, c))  # no pausing
 
 
+async def test_a_long_pass_earns_a_proportional_budget() -> None:
+    """A pass made long by established stations (a saturated server) gives the held
+    frames `pass_share` of it in the next pass, not one fixed 1 ms budget."""
+    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2, pass_share=0.5)
+    handled: list[tuple[str, bytes]] = []
+    sessions = [FakeSession(n, handled) for n in "abcd"]
+    for session in sessions:  # one pass: the first runs, the others are held
+        pacer.on_frame(session, text(session.name.encode()))  # type: ignore[arg-type]
+    assert len(handled) == 1 and pacer.frames_held == 3
+    busy_until = time.perf_counter() + 8 * COST_S  # the rest of the pass: other stations
+    while time.perf_counter() < busy_until:
+        pass
+    await next_pass()  # budget >= 0.5 x 9 COST_S: the three held frames fit
+    assert [name for name, _ in handled] == ["a", "b", "c", "d"]
+
+
 async def test_a_session_is_established_after_its_startup_frames() -> None:
     pacer = Pacer(asyncio.get_running_loop(), budget_s=1.0, startup_frames=3)
     handled: list[tuple[str, bytes]] = []
@@ -99,7 +117,7 @@ async def test_a_session_is_established_after_its_startup_frames() -> None:
 
 
 async def test_a_piling_up_session_is_paused_until_its_frames_ran() -> None:
-    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2, max_held=3)
+    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2, pass_share=0.0, max_held=3)
     handled: list[tuple[str, bytes]] = []
     first, flood = FakeSession("first", handled), FakeSession("flood", handled)
     pacer.on_frame(first, text(b"x"))  # type: ignore[arg-type]
@@ -113,7 +131,7 @@ async def test_a_piling_up_session_is_paused_until_its_frames_ran() -> None:
 
 
 async def test_held_frames_of_a_station_that_leaves_are_still_handled() -> None:
-    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2)
+    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2, pass_share=0.0)
     handled: list[tuple[str, bytes]] = []
     a, b = FakeSession("a", handled), FakeSession("b", handled)
     pacer.on_frame(a, text(b"a1"))  # type: ignore[arg-type]
@@ -126,7 +144,7 @@ async def test_held_frames_of_a_station_that_leaves_are_still_handled() -> None:
 
 
 async def test_a_control_frame_behind_held_frames_lets_them_run_first() -> None:
-    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2)
+    pacer = Pacer(asyncio.get_running_loop(), budget_s=COST_S / 2, pass_share=0.0)
     handled: list[tuple[str, bytes]] = []
     a, b = FakeSession("a", handled), FakeSession("b", handled)
     pacer.on_frame(a, text(b"a1"))  # type: ignore[arg-type]
@@ -143,7 +161,7 @@ async def test_a_storm_of_pipelined_boots_is_answered_in_order_and_recorded() ->
     every station gets every answer, in order, and the fleet sees every status."""
     async with running_gateway() as h:
         assert h.gateway.pacer is not None
-        h.gateway.pacer.budget_s = 1e-9
+        h.gateway.pacer.budget_s, h.gateway.pacer.pass_share = 1e-9, 0.0
         n = 20
 
         async def station(i: int) -> list[str]:
@@ -200,6 +218,6 @@ async def test_an_established_station_is_not_paced() -> None:
                 await call(i, "Heartbeat", {})
             assert not h.gateway.sessions["EST-1"].starting
             paced = pacer.frames_paced
-            pacer.budget_s = 1e-9  # a storm: new stations' frames would wait
+            pacer.budget_s, pacer.pass_share = 1e-9, 0.0  # a storm: new stations wait
             await call(99, "Heartbeat", {})
             assert pacer.frames_paced == paced  # it went straight to the session
