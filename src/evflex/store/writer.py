@@ -129,7 +129,7 @@ class EventRecorder:
         max_batch_rows: int | None = None,
         max_buffer_rows: int = 2_000_000,
         live_values_interval_s: float = 0.0,
-        eager_rows: int = 5000,
+        eager_rows: int = 10_000,
         writer_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
         """`live_values_interval_s`: write an EVSE's latest power/energy/SoC to the
@@ -139,7 +139,11 @@ class EventRecorder:
         on PostgreSQL (measured). Live power is served from fleet state, not the table.
 
         `eager_rows`: once this many rows came in since the last hand-over, the
-        writer thread gets them at once, without waiting for the interval.
+        writer thread gets them at once, without waiting for the interval. Each
+        hand-over is one transaction, and at 5,000 stations a transaction dirties
+        about one (station_id, ts) index page per station whatever its size: 10,000
+        rows (0.4 s at 25,000 msg/s) write each such page for two rows instead of one
+        (writer CPU at 25,000 msg/s offered: 11.2 → 9.8-10.1 µs per message).
 
         `writer_engine` (PostgreSQL): makes an engine like `engine` (same URL and
         settings); with it the recorder writes from its own thread, on an event loop
