@@ -119,24 +119,14 @@ _OLD_SAMPLES = [  # station, evse, tx, ts (s), received (s), measurand, phase, u
 ]
 
 
-def _sample_dict(sample: tuple[Any, ...]) -> dict[str, Any]:
-    _sid, evse, tx, ts, received, measurand, phase, unit, value = sample
-    return {
-        "evse_id": evse,
-        "transaction_id": tx,
-        "ts": at(ts),
-        "received_at": at(received),
-        "measurand": measurand,
-        "phase": phase,
-        "unit": unit,
-        "value": value,
-        "context": None,
-        "location": None,
-    }
-
-
 def _by_station(station_id: str) -> list[dict[str, Any]]:
-    found = [_sample_dict(s) for s in _OLD_SAMPLES if s[0] == station_id]
+    # what the API answers: the old row's fields but the station's, none of them dropped
+    found = [
+        {k: v for k, v in _old_row(s).items() if k != "station_id"}
+        | {"context": None, "location": None}
+        for s in _OLD_SAMPLES
+        if s[0] == station_id
+    ]
     return sorted(found, key=lambda d: (d["ts"], d["evse_id"], d["measurand"]))
 
 
