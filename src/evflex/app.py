@@ -223,8 +223,7 @@ class App:
         return True
 
     def _store_unit_rows(self, rows: list[UnitRow]) -> None:
-        cols = _UNIT_COLUMNS
-        self.grid_store.unit_records([dict(zip(cols, r, strict=True)) for r in rows])
+        self.grid_store.unit_records(rows)  # as they are: tuples in UNIT_COLUMNS order
 
     def _store_audit(self, entry: AuditEntry) -> None:
         # one per command: a fleet-wide step makes 10,000 of them, and asdict's
@@ -377,7 +376,6 @@ def telemetry_policy(settings: Settings) -> Policy:
 
 
 _GIL_SWITCH_INTERVAL_S = 0.0002
-_UNIT_COLUMNS = ("ts", "station_id", "evse_id", "baseline_w", "target_w", "measured_w")
 
 
 def model_specs(settings: Settings) -> dict[tuple[str, str], EvseSpec]:

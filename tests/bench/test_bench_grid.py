@@ -112,7 +112,7 @@ async def test_fcr_against_the_server(target: BenchServer) -> None:
             "engine_units": "200",
             "engine_rounds": "2",
             "answer_delay_ms": "100",  # the stations answer late: every answer still counts
-            "loader_spin": "true",  # and the loader's busy poll ends with each step
+            "loader_spin": "false",  # not the default: the loader sleeps between frames
         },
     )
     m = (await run_scenario("fcr", options, target))["metrics"]

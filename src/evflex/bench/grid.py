@@ -124,9 +124,12 @@ class FcrParams:
     # how long a station takes to answer a CSMS call (0: inline, as it is read); see
     # StampedFleet
     answer_delay_ms: float = 500.0
-    # the loader polls without sleeping while a step's frames arrive (_busy_poll); off
-    # by default: like RPS, it changes what loopback charges the server, not the server
-    loader_spin: bool = False
+    # the loader polls without sleeping while a step's frames arrive (_busy_poll): a
+    # sleeping loader is woken inside each of the server's loopback sends (an IPI to
+    # the other core, ~10 % of the server's pass), work a network would leave to each
+    # charger's own CPU. The server's own TCP send and the loopback TCP receive stay
+    # charged to it. `false` for the sleeping loader's figure (docs/benchmarks.md).
+    loader_spin: bool = True
 
 
 @dataclass(frozen=True)
@@ -285,15 +288,15 @@ class StampedFleet(LoadFleet):
         self.stamps = nan_array(len(self.stations))
         self.complete.clear()
 
-    def on_call(self, station: LoadStation, msg: list[Any]) -> None:
-        now = perf()
+    def on_call(self, station: LoadStation, msg: list[Any], now: float) -> None:
+        # `now`: when the frame was read, before it was parsed (the wire, not the JSON)
         if msg[2] == self.action and math.isnan(self.stamps[station.index]):
             self.stamps[station.index] = now
             self.stamped += 1
             if self.stamped >= self.want:
                 self.complete.set()
         if self.answer_delay_s <= 0:
-            super().on_call(station, msg)
+            super().on_call(station, msg, now)
             return
         self.calls_received[str(msg[2])] += 1
         if not self._answers:

@@ -94,7 +94,7 @@ class LoadStation(WSListener):
                     return
             self.fleet.reply_handler(self, message_id, kind == frames.CALLRESULT, now)
         elif kind == frames.CALL:
-            self.fleet.on_call(self, msg)
+            self.fleet.on_call(self, msg, now)
 
     # -- sending -------------------------------------------------------------------
     def send(self, data: bytes) -> bool:
@@ -170,8 +170,9 @@ class LoadFleet:
         return [s for s in self.stations if s.transport is not None]
 
     # -- callbacks from stations ---------------------------------------------------
-    def on_call(self, station: LoadStation, msg: list[Any]) -> None:
-        """A CSMS→station CALL: answer Accepted at once, as a healthy station would."""
+    def on_call(self, station: LoadStation, msg: list[Any], now: float) -> None:
+        """A CSMS→station CALL (its frame read at `now`): answer Accepted at once, as a
+        healthy station would."""
         self.calls_received[str(msg[2])] += 1
         station.send(frames.accepted_result(msg[1]))
         self.last_call_answered = perf()

@@ -10,7 +10,7 @@ their JSON.
 
 The writing itself is synchronous (`Batch.write_sync` on a sync `Connection`):
 SQLite runs it in the recorder's writer thread (see EventRecorder), with the bulk
-tables in multi-row INSERTs (`_insert_values`); PostgreSQL runs it through
+tables in multi-row INSERTs (`insert_values`); PostgreSQL runs it through
 `AsyncConnection.run_sync` plus an awaited COPY.
 
 SQLite: no NULL is bound on the meter-value and command-log inserts. Python's sqlite3
@@ -226,7 +226,7 @@ def _insert_sparse(
         params.append(values)
     for present, group in runs:
         names = ", ".join(columns[i] for i in present)
-        _insert_values(conn, f"INSERT INTO {table} ({names}) VALUES", len(present), group)
+        insert_values(conn, f"INSERT INTO {table} ({names}) VALUES", len(present), group)
 
 
 # SQLite's bound-parameter limit per statement (SQLITE_MAX_VARIABLE_NUMBER: 32,766
@@ -234,7 +234,7 @@ def _insert_sparse(
 _SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
-def _insert_values(
+def insert_values(
     conn: Connection, head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
 ) -> None:
     """SQLite: INSERT `rows` (each `width` values) with multi-row VALUES statements.
@@ -520,7 +520,7 @@ class Batch:
             if not self.codec.sparse:
                 conn.exec_driver_sql(self.codec.value_insert, self.samples)
             elif not self.untransacted:  # the common case: no NULL to leave out
-                _insert_values(conn, _VALUE_INSERT_HEAD, len(t.METER_VALUE_COLUMNS), self.samples)
+                insert_values(conn, _VALUE_INSERT_HEAD, len(t.METER_VALUE_COLUMNS), self.samples)
             else:
                 _insert_sparse(conn, "meter_values", t.METER_VALUE_COLUMNS, self.samples)
             written += len(self.samples)
@@ -559,8 +559,8 @@ class Batch:
             )
             for (sid, eid), p in self.evses.items()
         ]
-        if self.codec.sparse:  # SQLite: multi-row statements (see _insert_values)
-            _insert_values(conn, _EVSE_INSERT_HEAD, len(_EVSE_COLUMNS), params, _EVSE_CONFLICT)
+        if self.codec.sparse:  # SQLite: multi-row statements (see insert_values)
+            insert_values(conn, _EVSE_INSERT_HEAD, len(_EVSE_COLUMNS), params, _EVSE_CONFLICT)
         else:
             conn.exec_driver_sql(self.codec.evse_upsert, params)
         return len(params)

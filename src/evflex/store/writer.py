@@ -24,7 +24,7 @@ Cost model (the server's target is 25,000 MeterValues/s on one core):
     aiosqlite before d65a3a4) a saturated server therefore wrote almost nothing
     (measured: 0 rows during a 15 s saturation run, 11 s to catch up). The bulk
     tables are written with multi-row INSERTs instead (evflex.store.batch,
-    `_insert_values`): a few statements per chunk, a few GIL hand-overs.
+    `insert_values`): a few statements per chunk, a few GIL hand-overs.
   The writer thread also checkpoints the WAL, every 2 s (`_checkpoint`).
 * PostgreSQL goes through the async driver (COPY for the meter values), from the same
   kind of writer thread, on an event loop of its own (`writer_engine`, as the app
