@@ -99,3 +99,16 @@ async def test_grid_rows_beyond_the_cap_drop_the_oldest(engine: AsyncEngine) -> 
         assert (stored[0]["ts"], stored[0]["station_id"]) == (t0, "CP-200")
     finally:
         await store.stop()
+
+
+async def test_naive_grid_timestamps_are_stored_as_utc(engine: AsyncEngine) -> None:
+    """As `UtcDateTime` takes them on every path (SQLite's integers, PostgreSQL's COPY)."""
+    store = GridStore(engine)
+    try:
+        naive = datetime(2030, 6, 1, 8, 30, 0, 500)
+        store.unit_records([(naive, "CP-1", 1, 100.0, None, 90.0)])
+        assert await store.flush()
+        (row,) = await store.unit_rows(naive.replace(tzinfo=UTC), None)
+        assert row["ts"] == naive.replace(tzinfo=UTC) and row["ts"].utcoffset() == timedelta(0)
+    finally:
+        await store.stop()
