@@ -28,6 +28,7 @@ from evflex.bench.profile import Profiler
 from evflex.bench.server import (
     EvflexServer,
     ServerOptions,
+    fresh_database,
     pin_self,
     system_busy_seconds,
     usable_cpus,
@@ -211,23 +212,30 @@ class BenchServer:
 async def bench_server(options: BenchOptions) -> AsyncIterator[BenchServer]:
     """Start `evflex serve` on a fresh database; always stop it on the way out."""
     with tempfile.TemporaryDirectory(prefix="evflex-bench-") as tmp:
-        server = EvflexServer(ServerOptions(db=options.db, cpu=options.server_cpu), Path(tmp))
-        try:
-            await server.start()
-            async with httpx.AsyncClient(
-                base_url=server.http_base,
-                headers={"Authorization": f"Bearer {server.token}"},
-                timeout=options.timeout_s,
-                trust_env=False,  # loopback only: never through a configured proxy
-            ) as http:
-                yield BenchServer(server, http)
-        except Exception as exc:
-            raise BenchError(
-                f"{type(exc).__name__}: {exc}\nserver log tail:\n{server.log_tail()}"
-            ) from exc
-        finally:
-            with contextlib.suppress(Exception):
-                server.stop()
+        async with contextlib.AsyncExitStack() as fresh:
+            db = options.db
+            if db is not None:  # PostgreSQL: a new database for this run, dropped after it
+                try:
+                    db = await fresh.enter_async_context(fresh_database(db))
+                except Exception as exc:
+                    raise BenchError(f"no fresh database next to {db}: {exc!r}") from exc
+            server = EvflexServer(ServerOptions(db=db, cpu=options.server_cpu), Path(tmp))
+            try:
+                await server.start()
+                async with httpx.AsyncClient(
+                    base_url=server.http_base,
+                    headers={"Authorization": f"Bearer {server.token}"},
+                    timeout=options.timeout_s,
+                    trust_env=False,  # loopback only: never through a configured proxy
+                ) as http:
+                    yield BenchServer(server, http)
+            except Exception as exc:
+                raise BenchError(
+                    f"{type(exc).__name__}: {exc}\nserver log tail:\n{server.log_tail()}"
+                ) from exc
+            finally:
+                with contextlib.suppress(Exception):
+                    server.stop()
 
 
 async def run_scenario(
@@ -260,7 +268,9 @@ async def run_scenario(
         if target.server.alive()
         else None,
         "loader_affinity": sorted(os.sched_getaffinity(0)),
-        "db": "sqlite (fresh temp file)" if options.db is None else options.db,
+        "db": "sqlite (fresh temp file)"
+        if options.db is None
+        else f"{options.db} (a fresh database per run)",
         "metrics": metrics,
         "notes": notes,
         "profile": ctx.profile,

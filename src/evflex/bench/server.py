@@ -11,15 +11,19 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -134,6 +138,37 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
 def evflex_command(*args: str) -> list[str]:
     """`evflex ARGS...` with this interpreter, so the benchmark uses its own venv."""
     return [sys.executable, "-m", "evflex", *args]
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(url: str) -> AsyncIterator[str]:
+    """`url` itself for SQLite (the caller makes a fresh file); for PostgreSQL, the URL
+    of a new, empty database created next to the one `url` names, dropped afterwards.
+
+    A run must not find an earlier run's rows: the server would resume that run's
+    grid services (they are saved to be resumed after a restart) and meet its
+    stations' history. Needs the CREATEDB privilege on that server.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        yield url
+        return
+    name = f"{parsed.database or 'evflex'}_bench_{secrets.token_hex(4)}"
+    admin = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    await _pg_execute(admin, f'CREATE DATABASE "{name}"')
+    try:
+        yield parsed.set(database=name).render_as_string(hide_password=False)
+    finally:
+        # FORCE (PostgreSQL 13+): a server that outlived its stop must not keep it
+        await _pg_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _pg_execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @dataclass
