@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from evflex.fleet import commands as c
 from evflex.fleet.commands import LimitBatch, LimitOrder, LimitOutcome, limit_command
 from evflex.fleet.events import CommandCompleted
-from evflex.ocpp import commands_v16, commands_v201, limits, v16, v201
+from evflex.ocpp import commands_v16, commands_v201, limits, txids, v16, v201
 
 BATCH = LimitBatch(
     8, datetime(2026, 12, 4, 18, 0, tzinfo=UTC), datetime(2026, 12, 4, 18, 15, tzinfo=UTC)
@@ -112,8 +112,8 @@ def test_transaction_ids_remembered_across_batches_stay_exact_and_bounded(
     """Transaction ids' JSON is kept from batch to batch, in a bounded memo: a
     remembered id, a forgotten one and one that cannot be vouched for all splice as
     the first time."""
-    monkeypatch.setattr(limits, "_TX_JSON_MAX", 2)
-    monkeypatch.setattr(limits, "_TX16_JSON" if v16_station else "_TX201_JSON", {})
+    monkeypatch.setattr(txids, "MAX_REMEMBERED", 2)
+    monkeypatch.setattr(txids, "TX16_JSON" if v16_station else "TX201_JSON", {})
     tx_ids = ["7", "007", "8", "7", "T-1", "007", "T-1"]
     for batch in (BATCH, LimitBatch(9, BATCH.start, BATCH.valid_to)):
         for tx_id in tx_ids:
@@ -122,7 +122,7 @@ def test_transaction_ids_remembered_across_batches_stay_exact_and_bounded(
             if not v16_station or tx_id.isdigit():
                 expected = orjson.dumps(_one_at_a_time(order, batch, v16_station)[1])
             assert _spliced(order, batch, v16_station)[1] == expected
-    assert len(limits._TX16_JSON if v16_station else limits._TX201_JSON) <= 2
+    assert len(txids.TX16_JSON if v16_station else txids.TX201_JSON) <= 2
 
 
 @pytest.mark.parametrize(

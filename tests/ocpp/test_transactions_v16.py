@@ -19,6 +19,7 @@ from evflex.fleet.events import (
     TransactionStopped,
 )
 from evflex.fleet.model import EvseStatus
+from evflex.ocpp import txids
 
 
 def sv(value: float | str, measurand: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -62,6 +63,8 @@ async def test_full_transaction_with_aggregates_after_each_step() -> None:
         assert evse.transaction is not None
         assert (evse.transaction.transaction_id, evse.transaction.id_token) == (str(tx_id), "TAG-1")
         assert evse.transaction.meter_start_wh == 1000.0
+        # its id's JSON is ready for limit frames before any grid step needs it
+        assert txids.TX16_JSON[str(tx_id)] == b"%d" % tx_id
         h.assert_fleet(connected=1, charging=0, power_w=0.0)
 
         await status(cp, 1, "Charging")

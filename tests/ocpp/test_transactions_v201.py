@@ -11,6 +11,7 @@ from ocpp.v201 import call
 from evflex.fleet import commands as c
 from evflex.fleet.events import MeterSampled, TransactionStarted, TransactionStopped
 from evflex.fleet.model import EvseStatus
+from evflex.ocpp import txids
 
 
 def sv(
@@ -77,6 +78,7 @@ async def test_started_updated_ended_with_aggregates_after_each_step() -> None:
         assert evse.transaction is not None
         tx = evse.transaction
         assert (tx.transaction_id, tx.id_token, tx.meter_start_wh) == ("TX-1", "TAG-1", 1000.0)
+        assert txids.TX201_JSON["TX-1"] == b'"TX-1"'  # ready for limit frames
         assert evse.status is EvseStatus.OCCUPIED
         h.assert_fleet(connected=1, charging=0, power_w=0.0)
 

@@ -37,7 +37,7 @@ from evflex.fleet.commands import (
     LimitOrder,
     limit_command,
 )
-from evflex.ocpp import commands_v16, commands_v201, v16, v201
+from evflex.ocpp import commands_v16, commands_v201, txids, v16, v201
 from evflex.ocpp.errors import OcppError
 
 Shape = tuple[bool, bool, str, str, bool]
@@ -57,7 +57,6 @@ _SLOT = {  # sentinel as encoded → (index into (number, evse, pid, limit, tx),
 # order: it is formatted from the values as they come, without picking
 _IN_ORDER = [1, 2, 3, 4]
 _SENTINELS = re.compile(b"|".join(re.escape(k) for k in sorted(_SLOT, key=len, reverse=True)))
-_MAX_TX_ID_201 = 36  # 2.0.1 transactionId: identifierString, maxLength 36
 _dumps = orjson.dumps
 
 
@@ -82,33 +81,6 @@ def plan_one_call(
     return adapter, action, payload
 
 
-# transaction id → its JSON in a payload, across batches: a transaction outlives
-# many grid steps, and checking and converting its id was ~0.2 µs of a station's
-# ~0.7 µs splice. A pure function's results, so never stale; bounded by clearing.
-_TX16_JSON: dict[str | None, bytes] = {}
-_TX201_JSON: dict[str | None, bytes] = {}
-_TX_JSON_MAX = 65_536  # transactions in flight across the fleet, with room to spare
-
-
-def _tx_json(tx_id: str | None, v16: bool) -> bytes | None:
-    """`tx_id` as the adapters encode it (1.6: an integer), or None if it cannot be."""
-    if tx_id is None:
-        return None
-    if v16:
-        if not (tx_id.isascii() and tx_id.isdigit()):
-            return None
-        encoded = b"%d" % int(tx_id)
-    elif len(tx_id) > _MAX_TX_ID_201:
-        return None
-    else:
-        encoded = _dumps(tx_id)
-    cache = _TX16_JSON if v16 else _TX201_JSON
-    if len(cache) >= _TX_JSON_MAX:
-        cache.clear()
-    cache[tx_id] = encoded
-    return encoded
-
-
 def shape_of(order: LimitOrder, v16_station: bool) -> Shape:
     _, _, _, limit, unit, purpose, tx_id = order  # one unpack: cheaper than 4 attributes
     if limit is None:
@@ -129,7 +101,7 @@ class Template:
     v16: bool
     clear: bool
     with_tx: bool
-    txs_json: dict[str | None, bytes]  # _TX16_JSON or _TX201_JSON
+    txs_json: dict[str | None, bytes]  # txids.TX16_JSON or txids.TX201_JSON
     # limit → its JSON: a step sends few distinct limits (a full one: all 0.0)
     limits_json: dict[float, bytes] = field(default_factory=dict)
 
@@ -160,7 +132,7 @@ class Template:
                     self.limits_json[limit] = limit_json
             if self.with_tx:
                 known_tx = self.txs_json.get(tx_id)
-                tx = known_tx if known_tx is not None else _tx_json(tx_id, self.v16)
+                tx = known_tx if known_tx is not None else txids.encode(tx_id, self.v16)
                 if tx is None:
                     return None
         if number is None:
@@ -212,5 +184,5 @@ def build(shape: Shape, batch: LimitBatch) -> Template | CommandError:
         v16_station,
         clear,
         with_tx,
-        _TX16_JSON if v16_station else _TX201_JSON,
+        txids.TX16_JSON if v16_station else txids.TX201_JSON,
     )

@@ -20,6 +20,7 @@ from evflex.fleet.events import (
     TransactionStopped,
 )
 from evflex.fleet.model import EvseStatus
+from evflex.ocpp import txids
 from evflex.ocpp.timefmt import format_ts, now, parse_ts
 from evflex.ocpp.validation import V16 as SCHEMAS
 
@@ -85,6 +86,7 @@ def start_transaction(session: Session, p: Payload) -> Payload:
     directory = session.gateway.directory
     status = directory.authorize(session.station_id, p["idTag"])
     tx_id = directory.allocate_transaction_id()
+    txids.remember(str(tx_id), True)  # its JSON for the limit frames, off their path
     # The transaction is recorded even when the tag is refused: 1.6 §4.8 says the
     # station may keep charging (StopTransactionOnInvalidId=false), and the energy counts.
     session.emit(

@@ -17,6 +17,7 @@ from evflex.fleet.events import (
     TransactionUpdated,
 )
 from evflex.fleet.model import ChargingNeeds, EvseStatus
+from evflex.ocpp import txids
 from evflex.ocpp.timefmt import format_ts, now, parse_ts
 from evflex.ocpp.validation import V201 as SCHEMAS
 
@@ -93,6 +94,7 @@ def transaction_event(session: Session, p: Payload) -> Payload:
     token = p.get("idToken")
     event_type = p["eventType"]
     if event_type == "Started":
+        txids.remember(tx_id, False)  # its JSON for the limit frames, off their path
         session.emit(
             TransactionStarted(
                 session.station_id,
